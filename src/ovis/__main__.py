@@ -1,0 +1,3 @@
+from ovis.cli import main
+
+main()

@@ -1,0 +1,20 @@
+"""The `ovis` command line: a thin layer that builds configs and calls the library."""
+
+from __future__ import annotations
+
+import click
+
+from ._export import export
+from ._serve import serve
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="ovis")
+def main() -> None:
+    """ovis: block storage for virtual machines over NBD."""
+
+
+main.add_command(serve)
+main.add_command(export)
+
+__all__ = ["main"]

@@ -1,0 +1,179 @@
+"""`ovis serve`: the nbd-server / xnbd-server / qemu-nbd replacement."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ovis._units import parse_size
+from ovis.nbd._handshake_server import TLSMode
+from ovis.nbd.server import ServerLimits
+from ovis.serve import (
+    ConfigError,
+    ControlError,
+    ExportError,
+    ExportSpec,
+    ServeError,
+    ServeOptions,
+    TLSConfigError,
+    default_control_path,
+    load_config,
+    run,
+)
+from ovis.serve._config import parse_allow
+
+from . import _daemon
+
+_FAILURES = (ServeError, ConfigError, ExportError, ControlError, TLSConfigError)
+
+
+def _size(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@click.command()
+@click.argument("image", required=False, type=click.Path(dir_okay=False))
+@click.option("--name", help="Export name (default: the image's file name); '' also works.")
+@click.option("--description", default="", help="Text shown by LIST (nbdinfo --list).")
+@click.option("--config", "config", type=click.Path(dir_okay=False), help="TOML file of exports.")
+@click.option("--bind", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=10809, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--unix", type=click.Path(), help="Listen on a unix socket instead of TCP.")
+@click.option("--readonly", is_flag=True, help="Refuse writes (EPERM).")
+@click.option("--cow", is_flag=True, help="Private copy-on-write overlay per connection.")
+@click.option("--cow-persist", type=click.Path(dir_okay=False), help="Keep one overlay here.")
+@click.option("--allow", multiple=True, help="Allowed client address or CIDR (repeatable).")
+@click.option("--size", callback=_size, help="Override the export size (e.g. 10G).")
+@click.option(
+    "--tls",
+    "tls_mode",
+    type=click.Choice(["off", "allow", "require"]),
+    default=None,
+    help="STARTTLS policy (default: require when a certificate is given).",
+)
+@click.option("--tls-cert", type=click.Path(dir_okay=False))
+@click.option("--tls-key", type=click.Path(dir_okay=False))
+@click.option("--tls-ca", type=click.Path(dir_okay=False), help="Verify client certificates.")
+@click.option("--idle-timeout", type=click.FloatRange(min=0), help="Close idle clients (s).")
+@click.option("--max-connections", default=512, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--max-queue-size",
+    default=128,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Requests in progress per connection.",
+)
+@click.option(
+    "--max-buf-size",
+    default="64M",
+    show_default=True,
+    callback=_size,
+    help="Payload bytes in progress per connection.",
+)
+@click.option("--inetd", is_flag=True, help="Serve one client on stdin (inetd mode).")
+@click.option("--control", type=click.Path(), help="Control socket for `ovis export`.")
+@click.option("--log-file", type=click.Path(dir_okay=False))
+@click.option("--syslog", is_flag=True, help="Log to syslog.")
+@click.option("--pidfile", type=click.Path(dir_okay=False))
+@click.option("--daemonize", is_flag=True, help="Run in the background once listening.")
+@click.option("-v", "--verbose", count=True)
+def serve(
+    image: str | None,
+    name: str | None,
+    description: str,
+    config: str | None,
+    bind: str,
+    port: int,
+    unix: str | None,
+    readonly: bool,
+    cow: bool,
+    cow_persist: str | None,
+    allow: tuple[str, ...],
+    size: int | None,
+    tls_mode: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    tls_ca: str | None,
+    idle_timeout: float | None,
+    max_connections: int,
+    max_queue_size: int,
+    max_buf_size: int,
+    inetd: bool,
+    control: str | None,
+    log_file: str | None,
+    syslog: bool,
+    pidfile: str | None,
+    daemonize: bool,
+    verbose: int,
+) -> None:
+    """Serve IMAGE (or the exports of --config) over NBD."""
+    if (image is None) == (config is None):
+        raise click.UsageError("give an IMAGE to serve, or --config FILE (not both)")
+    try:
+        if config is not None:
+            exports, default = load_config(config)
+        else:
+            assert image is not None
+            if not Path(image).exists():
+                raise ServeError(
+                    f"image {image} does not exist (create one: truncate -s 1G {image})"
+                )
+            export_name = name if name is not None else Path(image).name
+            spec = ExportSpec(
+                name=export_name,
+                path=str(Path(image).resolve()),
+                readonly=readonly,
+                cow=cow or cow_persist is not None,
+                cow_persist=cow_persist,
+                description=description,
+                allow=parse_allow(allow, "--allow"),
+                size=size,
+            )
+            exports, default = [spec], export_name
+    except _FAILURES as exc:
+        raise click.ClickException(str(exc)) from None
+    mode = TLSMode(tls_mode) if tls_mode else TLSMode.REQUIRE if tls_cert else TLSMode.OFF
+    options = ServeOptions(
+        exports=tuple(exports),
+        default=default,
+        config=config,
+        bind=bind,
+        port=port,
+        unix=unix,
+        control=None if inetd else Path(control) if control else default_control_path(),
+        inetd=inetd,
+        tls_mode=mode,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_ca=tls_ca,
+        limits=ServerLimits(
+            max_connections=max_connections,
+            idle_timeout=idle_timeout,
+            max_requests=max_queue_size,
+            max_buffer=max_buf_size,
+        ),
+    )
+    _daemon.setup_logging(verbose, log_file, syslog)
+    report = _daemon.daemonize() if daemonize else None
+
+    def ready(where: str) -> None:
+        names = ", ".join(spec.name for spec in exports)
+        click.echo(f"ovis serve: serving {names} on {where}", err=True)
+        if report is not None:
+            report(None)
+
+    with _daemon.pidfile(pidfile):
+        try:
+            status = run(options, ready)
+        except _FAILURES as exc:
+            if report is not None:
+                report(f"Error: {exc}\n")
+            raise click.ClickException(str(exc)) from None
+    sys.exit(status)

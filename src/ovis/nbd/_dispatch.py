@@ -1,0 +1,181 @@
+"""From NBD requests to BlockDevice calls, and back to replies.
+
+The flags an export advertises are derived from the device's capabilities
+here, and each request is checked against exactly those flags: a command or
+flag the client was not offered gets EINVAL (ENOTSUP is reserved for
+FAST_ZERO).  Range and capability checks are CheckedDevice's job, not ours.
+"""
+
+from __future__ import annotations
+
+from ovis.block._device import BlockDevice, BlockError, Capabilities
+
+from ._constants import BASE_ALLOCATION, Command, CommandFlag, Errno
+from ._constants import TransmissionFlag as TF
+from ._events import (
+    BlockStatusChunk,
+    DataChunk,
+    DoneChunk,
+    ErrorChunk,
+    Reply,
+    Request,
+    SimpleReply,
+)
+
+MAX_EXTENTS = 64 * 1024  # per BLOCK_STATUS reply; bounds the reply size
+
+F = CommandFlag
+_ALLOWED_FLAGS = {
+    Command.READ: F.FUA | F.DF,
+    Command.WRITE: F.FUA | F.PAYLOAD_LEN,
+    Command.FLUSH: F.FUA,
+    Command.TRIM: F.FUA,
+    Command.CACHE: F.FUA,
+    Command.WRITE_ZEROES: F.FUA | F.NO_HOLE | F.FAST_ZERO,
+    Command.BLOCK_STATUS: F.FUA | F.REQ_ONE,
+}
+_NEEDED_FLAG = {
+    Command.FLUSH: TF.SEND_FLUSH,
+    Command.TRIM: TF.SEND_TRIM,
+    Command.CACHE: TF.SEND_CACHE,
+    Command.WRITE_ZEROES: TF.SEND_WRITE_ZEROES,
+}
+
+
+def transmission_flags(caps: Capabilities) -> TF:
+    """The flags an export with these capabilities may truthfully advertise.
+
+    SEND_DF is included; the handshake clears it if structured replies were
+    not negotiated.
+    """
+    flags = TF.HAS_FLAGS | TF.SEND_DF
+    if not caps.can_write:
+        flags |= TF.READ_ONLY
+    if caps.can_flush:
+        flags |= TF.SEND_FLUSH
+    if caps.can_fua:
+        flags |= TF.SEND_FUA
+    if caps.rotational:
+        flags |= TF.ROTATIONAL
+    if caps.can_trim:
+        flags |= TF.SEND_TRIM
+    if caps.can_zero:
+        flags |= TF.SEND_WRITE_ZEROES
+        if caps.can_fast_zero:
+            flags |= TF.SEND_FAST_ZERO
+    if caps.can_cache:
+        flags |= TF.SEND_CACHE
+    if caps.can_multi_conn:
+        flags |= TF.CAN_MULTI_CONN
+    return flags
+
+
+class Dispatcher:
+    """Executes the requests of one connection against its device."""
+
+    def __init__(
+        self,
+        device: BlockDevice,
+        flags: int,
+        *,
+        structured: bool,
+        extended: bool,
+        meta_contexts: dict[int, str],
+    ) -> None:
+        self.device = device
+        self.flags = flags
+        self.structured = structured
+        self.extended = extended
+        self.contexts = meta_contexts
+        self._max_payload = device.capabilities.max_block
+
+    def refusal(self, request: Request) -> Errno | None:
+        """Why this request is refused before touching the device, if it is."""
+        command, flags = request.command, request.flags
+        try:
+            allowed = _ALLOWED_FLAGS[Command(command)]
+        except (ValueError, KeyError):
+            return Errno.EINVAL  # unknown command (or RESIZE, never offered)
+        needed = _NEEDED_FLAG.get(Command(command))
+        if needed is not None and not self.flags & needed:
+            return Errno.EINVAL
+        if flags & ~allowed:
+            return Errno.EINVAL
+        if flags & F.FUA and not self.flags & TF.SEND_FUA:
+            return Errno.EINVAL
+        if flags & F.DF and not self.flags & TF.SEND_DF:
+            return Errno.EINVAL
+        if flags & F.FAST_ZERO and not self.flags & TF.SEND_FAST_ZERO:
+            return Errno.EINVAL
+        if flags & F.PAYLOAD_LEN and not self.extended:
+            return Errno.EINVAL
+        if request.payload_dropped:
+            return Errno.EINVAL  # payload too large (or not expected): skipped unread
+        if command == Command.READ and request.length > self._max_payload:
+            return Errno.EOVERFLOW if flags & F.DF else Errno.EINVAL
+        if command == Command.BLOCK_STATUS and not self.contexts:
+            return Errno.EINVAL
+        return None
+
+    async def execute(self, request: Request) -> list[Reply]:
+        """Run one request; the replies to send, in order (the last one is final)."""
+        error = self.refusal(request)
+        if error is None:
+            try:
+                return await self._run(request)
+            except BlockError as exc:
+                return self._error(request, exc.errno, str(exc))
+        return self._error(request, error, "")
+
+    def _error(self, request: Request, errno: int, message: str) -> list[Reply]:
+        if self.structured:
+            return [ErrorChunk(request.cookie, errno, message[:200])]
+        return [SimpleReply(request.cookie, errno)]
+
+    def _ok(self, request: Request) -> list[Reply]:
+        if self.extended:
+            return [DoneChunk(request.cookie)]
+        return [SimpleReply(request.cookie)]
+
+    async def _run(self, request: Request) -> list[Reply]:
+        device, command = self.device, request.command
+        offset, length, flags = request.offset, request.length, request.flags
+        fua = bool(flags & F.FUA)
+        if command == Command.READ:
+            data = await device.read(offset, length)
+            if self.structured:
+                return [DataChunk(request.cookie, offset, data, done=True)]
+            return [SimpleReply(request.cookie, 0, data)]
+        if command == Command.WRITE:
+            assert request.data is not None
+            await device.write(offset, request.data, fua=fua)
+        elif command == Command.FLUSH:
+            await device.flush()
+        elif command == Command.TRIM:
+            await device.trim(offset, length, fua=fua)
+        elif command == Command.CACHE:
+            await device.cache(offset, length)
+        elif command == Command.WRITE_ZEROES:
+            await device.zero(
+                offset,
+                length,
+                may_trim=not flags & F.NO_HOLE,
+                fast=bool(flags & F.FAST_ZERO),
+                fua=fua,
+            )
+        elif command == Command.BLOCK_STATUS:
+            return await self._block_status(request)
+        return self._ok(request)
+
+    async def _block_status(self, request: Request) -> list[Reply]:
+        length = request.length
+        extents = await self.device.extents(request.offset, length)
+        if request.flags & F.REQ_ONE:
+            extents = extents[:1]
+        pairs = tuple((e.length, int(e.flags)) for e in extents[:MAX_EXTENTS])
+        replies: list[Reply] = []
+        ids = [i for i, name in self.contexts.items() if name == BASE_ALLOCATION]
+        for n, context_id in enumerate(ids):
+            last = n == len(ids) - 1
+            replies.append(BlockStatusChunk(request.cookie, context_id, pairs, done=last))
+        return replies

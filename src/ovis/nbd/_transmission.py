@@ -1,0 +1,364 @@
+"""Transmission phase state machines, server and client, with no I/O.
+
+Both sides use the same shape: `receive_data(bytes)` buffers input,
+`next_event()` returns one parsed event or `NEED_DATA`, and `send(event)`
+returns the buffers to write (header and payload separately, so a READ
+payload is never copied into a joined message).
+
+Framing after the handshake is fixed by two negotiated facts: whether
+structured replies are on, and whether extended headers are on (which implies
+structured replies and widens lengths to 64 bits).
+"""
+
+from __future__ import annotations
+
+import struct
+
+from ._constants import (
+    EXTENDED_REPLY_MAGIC,
+    EXTENDED_REQUEST_MAGIC,
+    MAX_PAYLOAD,
+    MAX_STRING,
+    REPLY_FLAG_DONE,
+    REQUEST_MAGIC,
+    SIMPLE_REPLY_MAGIC,
+    STRUCTURED_REPLY_MAGIC,
+    ChunkType,
+    Command,
+    CommandFlag,
+)
+from ._errors import LocalProtocolError, RemoteProtocolError
+from ._events import (
+    NEED_DATA,
+    BlockStatusChunk,
+    Buffer,
+    Chunk,
+    DataChunk,
+    DoneChunk,
+    ErrorChunk,
+    HoleChunk,
+    Reply,
+    Request,
+    SimpleReply,
+    _NeedData,
+)
+
+REQUEST = struct.Struct(">IHHQQI")
+EXT_REQUEST = struct.Struct(">IHHQQQ")
+SIMPLE_REPLY = struct.Struct(">IIQ")
+CHUNK = struct.Struct(">IHHQI")
+EXT_CHUNK = struct.Struct(">IHHQQQ")
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+_ERROR_HEAD = struct.Struct(">IH")
+_EXTENT = struct.Struct(">II")
+_EXT_EXTENT = struct.Struct(">QQ")
+_BS_EXT_HEAD = struct.Struct(">II")
+
+# Commands whose request carries a payload of `length` bytes.
+_PAYLOAD_COMMANDS = frozenset({Command.WRITE})
+
+
+class _Buffered:
+    """An input buffer with a consumption cursor and a discard counter."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._pos = 0
+        self._skip = 0  # bytes still to discard unread
+        self.closed = False
+
+    def receive_data(self, data: Buffer) -> None:
+        """Feed bytes from the peer; b"" means the peer closed its side."""
+        if not data:
+            self.closed = True
+            return
+        if self._skip:
+            n = min(self._skip, len(data))
+            self._skip -= n
+            data = memoryview(data)[n:]
+        self._buf += data
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet turned into events (for back-pressure)."""
+        return len(self._buf) - self._pos
+
+    def _available(self) -> int:
+        return len(self._buf) - self._pos
+
+    def _take(self, n: int) -> bytes:
+        start = self._pos
+        self._pos += n
+        data = bytes(self._buf[start : self._pos])
+        if self._pos == len(self._buf):
+            self._buf.clear()
+            self._pos = 0
+        elif self._pos > 1 << 20:
+            del self._buf[: self._pos]
+            self._pos = 0
+        return data
+
+    def _discard(self, n: int) -> None:
+        have = min(n, self._available())
+        self._take(have)
+        self._skip += n - have
+
+
+class ServerTransmission(_Buffered):
+    """The server's side of the transmission phase."""
+
+    def __init__(
+        self, *, structured: bool, extended: bool = False, max_payload: int = MAX_PAYLOAD
+    ) -> None:
+        super().__init__()
+        self.structured = structured or extended
+        self.extended = extended
+        self.max_payload = max_payload
+        self._header = EXT_REQUEST if extended else REQUEST
+        self._magic = EXTENDED_REQUEST_MAGIC if extended else REQUEST_MAGIC
+        self._pending: tuple[int, int, int, int, int] | None = None
+        self._in_flight: dict[int, int] = {}  # cookie -> request offset
+        self.disconnected = False
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    def next_event(self) -> Request | _NeedData:
+        """Parse the next request.
+
+        Raises RemoteProtocolError for a bad magic number or a cookie that is
+        already in flight; the caller must then close the connection.
+        """
+        if self.disconnected:
+            return NEED_DATA
+        if self._pending is None:
+            if self._available() < self._header.size:
+                return NEED_DATA
+            magic, flags, command, cookie, offset, length = self._header.unpack_from(
+                self._buf, self._pos
+            )
+            if magic != self._magic:
+                raise RemoteProtocolError(f"bad request magic {magic:#x}")
+            self._take(self._header.size)
+            self._pending = (flags, command, cookie, offset, length)
+        flags, command, cookie, offset, length = self._pending
+        if cookie in self._in_flight:
+            raise RemoteProtocolError(f"cookie {cookie:#x} is already in flight")
+        has_payload = command in _PAYLOAD_COMMANDS or (
+            self.extended and flags & CommandFlag.PAYLOAD_LEN
+        )
+        data: bytes | None = None
+        dropped = False
+        if has_payload:
+            if length > self.max_payload or command not in _PAYLOAD_COMMANDS:
+                # Too big to buffer (or a payload we never asked for): skip it
+                # without holding it in memory; the request gets an error.
+                self._discard(length)
+                dropped = True
+            elif self._available() < length:
+                return NEED_DATA
+            else:
+                data = self._take(length)
+        self._pending = None
+        if command == Command.DISC:
+            self.disconnected = True
+        else:
+            self._in_flight[cookie] = offset
+        return Request(command, cookie, offset, length, flags, data, dropped)
+
+    def send(self, reply: Reply) -> list[Buffer]:
+        """Encode a reply; the returned buffers are written in order."""
+        offset = self._in_flight.get(reply.cookie)
+        if offset is None:
+            raise LocalProtocolError(f"no request with cookie {reply.cookie:#x} is in flight")
+        if isinstance(reply, SimpleReply):
+            if self.structured and self.extended:
+                raise LocalProtocolError("simple replies are not allowed with extended headers")
+            del self._in_flight[reply.cookie]
+            head = SIMPLE_REPLY.pack(SIMPLE_REPLY_MAGIC, reply.error, reply.cookie)
+            return [head] if reply.data is None else [head, reply.data]
+        if not self.structured:
+            raise LocalProtocolError("structured replies were not negotiated")
+        if reply.done:
+            del self._in_flight[reply.cookie]
+        chunk_type, payload = _encode_chunk(reply, self.extended)
+        flags = REPLY_FLAG_DONE if reply.done else 0
+        size = sum(len(p) for p in payload)
+        if self.extended:
+            head = EXT_CHUNK.pack(
+                EXTENDED_REPLY_MAGIC, flags, chunk_type, reply.cookie, offset, size
+            )
+        else:
+            head = CHUNK.pack(STRUCTURED_REPLY_MAGIC, flags, chunk_type, reply.cookie, size)
+        return [head, *payload]
+
+
+def _encode_chunk(chunk: Chunk, extended: bool) -> tuple[int, list[Buffer]]:
+    if isinstance(chunk, DataChunk):
+        return ChunkType.OFFSET_DATA, [_U64.pack(chunk.offset), chunk.data]
+    if isinstance(chunk, HoleChunk):
+        return ChunkType.OFFSET_HOLE, [struct.pack(">QI", chunk.offset, chunk.length)]
+    if isinstance(chunk, BlockStatusChunk):
+        if extended:
+            head = _BS_EXT_HEAD.pack(chunk.context_id, len(chunk.extents))
+            body = b"".join(_EXT_EXTENT.pack(n, f) for n, f in chunk.extents)
+            return ChunkType.BLOCK_STATUS_EXT, [head + body]
+        if any(n > 0xFFFF_FFFF or f > 0xFFFF_FFFF for n, f in chunk.extents):
+            raise LocalProtocolError("extent does not fit 32 bits without extended headers")
+        body = b"".join(_EXTENT.pack(n, f) for n, f in chunk.extents)
+        return ChunkType.BLOCK_STATUS, [_U32.pack(chunk.context_id) + body]
+    if isinstance(chunk, ErrorChunk):
+        message = chunk.message.encode()
+        head = _ERROR_HEAD.pack(chunk.error, len(message)) + message
+        if chunk.offset is None:
+            return ChunkType.ERROR, [head]
+        return ChunkType.ERROR_OFFSET, [head + _U64.pack(chunk.offset)]
+    return ChunkType.NONE, []
+
+
+class ClientTransmission(_Buffered):
+    """The client's side: send requests, parse (possibly interleaved) replies."""
+
+    def __init__(self, *, structured: bool, extended: bool = False) -> None:
+        super().__init__()
+        self.structured = structured or extended
+        self.extended = extended
+        self._in_flight: dict[int, tuple[int, int, int]] = {}  # cookie -> cmd, offset, len
+        self._pending: tuple[int, int, int, int] | None = None
+
+    def send(self, request: Request) -> list[Buffer]:
+        if request.cookie in self._in_flight:
+            raise LocalProtocolError(f"cookie {request.cookie:#x} is already in flight")
+        if request.command == Command.WRITE and request.data is None:
+            raise LocalProtocolError("WRITE needs a payload")
+        if self.extended:
+            head = EXT_REQUEST.pack(
+                EXTENDED_REQUEST_MAGIC,
+                request.flags,
+                request.command,
+                request.cookie,
+                request.offset,
+                request.length,
+            )
+        else:
+            if request.length > 0xFFFF_FFFF:
+                raise LocalProtocolError("length needs extended headers")
+            head = REQUEST.pack(
+                REQUEST_MAGIC,
+                request.flags,
+                request.command,
+                request.cookie,
+                request.offset,
+                request.length,
+            )
+        if request.command != Command.DISC:
+            self._in_flight[request.cookie] = (request.command, request.offset, request.length)
+        return [head] if request.data is None else [head, request.data]
+
+    def next_event(self) -> Reply | _NeedData:
+        if self._pending is None:
+            avail = self._available()
+            if avail < 4:
+                return NEED_DATA
+            (magic,) = _U32.unpack_from(self._buf, self._pos)
+            if magic == SIMPLE_REPLY_MAGIC and not self.extended:
+                return self._simple_reply()
+            if magic == STRUCTURED_REPLY_MAGIC and self.structured and not self.extended:
+                if avail < CHUNK.size:
+                    return NEED_DATA
+                _, flags, ctype, cookie, size = CHUNK.unpack_from(self._buf, self._pos)
+            elif magic == EXTENDED_REPLY_MAGIC and self.extended:
+                if avail < EXT_CHUNK.size:
+                    return NEED_DATA
+                _, flags, ctype, cookie, _off, size = EXT_CHUNK.unpack_from(self._buf, self._pos)
+            else:
+                raise RemoteProtocolError(f"bad reply magic {magic:#x}")
+            if cookie not in self._in_flight:
+                raise RemoteProtocolError(f"reply to unknown cookie {cookie:#x}")
+            if size > MAX_PAYLOAD + 64:
+                raise RemoteProtocolError(f"reply chunk of {size} bytes is too large")
+            self._take(EXT_CHUNK.size if self.extended else CHUNK.size)
+            self._pending = (flags, ctype, cookie, size)
+        flags, ctype, cookie, size = self._pending
+        if self._available() < size:
+            return NEED_DATA
+        self._pending = None
+        payload = self._take(size)
+        done = bool(flags & REPLY_FLAG_DONE)
+        chunk = self._decode_chunk(ctype, cookie, payload, done)
+        if done:
+            del self._in_flight[cookie]
+        return chunk
+
+    def _simple_reply(self) -> SimpleReply | _NeedData:
+        if self._available() < SIMPLE_REPLY.size:
+            return NEED_DATA
+        _, error, cookie = SIMPLE_REPLY.unpack_from(self._buf, self._pos)
+        entry = self._in_flight.get(cookie)
+        if entry is None:
+            raise RemoteProtocolError(f"reply to unknown cookie {cookie:#x}")
+        command, _offset, length = entry
+        if command == Command.READ and not error and not self.structured:
+            if self._available() < SIMPLE_REPLY.size + length:
+                return NEED_DATA
+            self._take(SIMPLE_REPLY.size)
+            del self._in_flight[cookie]
+            return SimpleReply(cookie, 0, self._take(length))
+        self._take(SIMPLE_REPLY.size)
+        del self._in_flight[cookie]
+        return SimpleReply(cookie, error)
+
+    def _decode_chunk(self, ctype: int, cookie: int, payload: bytes, done: bool) -> Chunk:
+        command, offset, length = self._in_flight[cookie]
+        size = len(payload)
+        try:
+            if ctype == ChunkType.NONE:
+                if size or not done:
+                    raise RemoteProtocolError("NONE chunk must be empty and final")
+                return DoneChunk(cookie)
+            if ctype == ChunkType.OFFSET_DATA:
+                (at,) = _U64.unpack_from(payload)
+                data = payload[8:]
+                _check_inside(command, offset, length, at, len(data))
+                return DataChunk(cookie, at, data, done)
+            if ctype == ChunkType.OFFSET_HOLE:
+                at, n = struct.unpack(">QI", payload)
+                _check_inside(command, offset, length, at, n)
+                return HoleChunk(cookie, at, n, done)
+            if ctype in (ChunkType.BLOCK_STATUS, ChunkType.BLOCK_STATUS_EXT):
+                return _decode_block_status(ctype, cookie, payload, done)
+            if ctype in (ChunkType.ERROR, ChunkType.ERROR_OFFSET):
+                error, msglen = _ERROR_HEAD.unpack_from(payload)
+                if msglen > MAX_STRING:
+                    raise RemoteProtocolError("error message too long")
+                message = payload[6 : 6 + msglen].decode("utf-8", "replace")
+                at = None
+                if ctype == ChunkType.ERROR_OFFSET:
+                    (at,) = _U64.unpack_from(payload, 6 + msglen)
+                return ErrorChunk(cookie, error, message, at, done)
+        except (struct.error, ValueError) as exc:
+            raise RemoteProtocolError(f"malformed chunk type {ctype}: {exc}") from exc
+        raise RemoteProtocolError(f"unknown chunk type {ctype}")
+
+
+def _check_inside(command: int, offset: int, length: int, at: int, n: int) -> None:
+    if command != Command.READ or at < offset or at + n > offset + length:
+        raise RemoteProtocolError("read chunk outside the requested range")
+
+
+def _decode_block_status(ctype: int, cookie: int, payload: bytes, done: bool) -> BlockStatusChunk:
+    if ctype == ChunkType.BLOCK_STATUS:
+        (context_id,) = _U32.unpack_from(payload)
+        body = memoryview(payload)[4:]
+        if len(body) % _EXTENT.size:
+            raise RemoteProtocolError("block status payload is not whole extents")
+        extents = tuple(_EXTENT.iter_unpack(body))
+    else:
+        context_id, count = _BS_EXT_HEAD.unpack_from(payload)
+        body = memoryview(payload)[8:]
+        if len(body) != count * _EXT_EXTENT.size:
+            raise RemoteProtocolError("block status count does not match payload")
+        extents = tuple(_EXT_EXTENT.iter_unpack(body))
+    return BlockStatusChunk(cookie, context_id, extents, done)

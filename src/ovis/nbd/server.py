@@ -1,0 +1,382 @@
+"""The asyncio shell around the NBD state machines: one Protocol per connection.
+
+Each connection goes handshake → attach (the backend opens a device for the
+chosen export) → transmission → release.  Requests run as tasks so replies
+may go out of order; memory is bounded per connection by `ServerLimits`:
+reading from the socket pauses while too many requests or too many payload
+bytes are in progress, or while the peer is not reading our replies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import socket
+import ssl
+import time
+from typing import Protocol
+
+from ovis.block._checked import CheckedDevice
+from ovis.block._device import BlockDevice
+
+from ._constants import Command, Errno
+from ._dispatch import Dispatcher
+from ._errors import ProtocolError
+from ._events import NEED_DATA, ErrorChunk, Reply, Request, SimpleReply
+from ._handshake_server import (
+    Aborted,
+    ExportCatalog,
+    ExportInfo,
+    Ready,
+    ServerHandshake,
+    StartTLS,
+    TLSMode,
+)
+from ._transmission import ServerTransmission
+
+log = logging.getLogger("ovis.nbd")
+MiB = 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ServerLimits:
+    max_connections: int = 512
+    idle_timeout: float | None = None  # seconds with nothing in flight
+    handshake_timeout: float = 30.0  # slowloris clients are cut off here
+    max_requests: int = 128  # requests in progress per connection
+    max_buffer: int = 64 * MiB  # READ/WRITE bytes in progress per connection
+
+
+class ExportBackend(Protocol):
+    """What the server serves; the serve and node layers implement it."""
+
+    def catalog(self, peer: str | None) -> ExportCatalog:
+        """The exports visible to a client at address `peer` (None: unix socket)."""
+        ...
+
+    async def connect(self, export: ExportInfo, peer: str | None) -> BlockDevice:
+        """A device for one connection to `export`; its aclose() releases it."""
+        ...
+
+
+class NbdServer:
+    def __init__(
+        self,
+        backend: ExportBackend,
+        *,
+        limits: ServerLimits | None = None,
+        tls: ssl.SSLContext | None = None,
+        tls_mode: TLSMode = TLSMode.OFF,
+    ) -> None:
+        if tls_mode is not TLSMode.OFF and tls is None:
+            raise ValueError("TLS mode needs a TLS context")
+        self.backend = backend
+        self.limits = limits or ServerLimits()
+        self.tls = tls
+        self.tls_mode = tls_mode
+        self.connections: set[_Connection] = set()
+        self._servers: list[asyncio.Server] = []
+        self._closing = False
+
+    def _protocol(self) -> _Connection:
+        return _Connection(self)
+
+    async def listen_tcp(self, host: str | None, port: int) -> list[socket.socket]:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(self._protocol, host, port, reuse_address=True)
+        self._servers.append(server)
+        return list(server.sockets)
+
+    async def listen_unix(self, path: str) -> None:
+        loop = asyncio.get_running_loop()
+        self._servers.append(await loop.create_unix_server(self._protocol, path))
+
+    async def listen_socket(self, sock: socket.socket) -> None:
+        """Serve on an already-listening socket (systemd socket activation)."""
+        loop = asyncio.get_running_loop()
+        if sock.family == socket.AF_UNIX:
+            server = await loop.create_unix_server(self._protocol, sock=sock)
+        else:
+            server = await loop.create_server(self._protocol, sock=sock)
+        self._servers.append(server)
+
+    async def serve_connected(self, sock: socket.socket) -> None:
+        """Serve one already-connected socket (inetd mode) until it closes."""
+        loop = asyncio.get_running_loop()
+        _, protocol = await loop.connect_accepted_socket(self._protocol, sock)
+        await protocol.closed.wait()
+
+    async def drain(self) -> None:
+        """Stop accepting, let in-flight requests finish, flush, close every client."""
+        self._closing = True
+        for server in self._servers:
+            server.close()
+        for server in self._servers:
+            await server.wait_closed()
+        await asyncio.gather(*(c.drain() for c in list(self.connections)))
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, server: NbdServer) -> None:
+        self.server = server
+        self.limits = server.limits
+        self.loop = asyncio.get_running_loop()
+        self.closed = asyncio.Event()
+        self.transport: asyncio.Transport | None = None
+        self.peer: str | None = None
+        self.handshake: ServerHandshake | None = None
+        self.tx: ServerTransmission | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.device: BlockDevice | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.bytes_in_progress = 0
+        self.reading = True
+        self.write_paused = False
+        self.stopping = False  # DISC received or server draining
+        self.last_activity = time.monotonic()
+        self._timer: asyncio.TimerHandle | None = None
+        self._released = False
+
+    # -- asyncio callbacks -------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.peer = transport.get_extra_info("peername")[0]
+        if self.server._closing or len(self.server.connections) >= self.limits.max_connections:
+            log.warning("refusing connection from %s: server full or stopping", self.peer)
+            transport.close()
+            return
+        self.server.connections.add(self)
+        catalog = self.server.backend.catalog(self.peer)
+        self.handshake = ServerHandshake(catalog, self.server.tls_mode)
+        transport.write(self.handshake.data_to_send())
+        self._timer = self.loop.call_later(self.limits.handshake_timeout, self._handshake_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_activity = time.monotonic()
+        if self.tx is not None:
+            self.tx.receive_data(data)
+            self._pump()
+        elif self.handshake is not None:
+            self.handshake.receive_data(data)
+            self._drive_handshake()
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._pump()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+        self.stopping = True
+        if not self.tasks:
+            self._release()
+
+    # -- handshake -----------------------------------------------------------
+    def _close(self, reason: str) -> None:
+        log.info("closing connection from %s: %s", self.peer or "unix socket", reason)
+        if self.transport is not None:
+            self.transport.close()
+
+    def _handshake_timeout(self) -> None:
+        if self.tx is None:
+            self._close("handshake timed out")
+
+    def _drive_handshake(self) -> None:
+        hs, transport = self.handshake, self.transport
+        assert hs is not None and transport is not None
+        try:
+            event = hs.next_event()
+        except ProtocolError as exc:
+            transport.write(hs.data_to_send())
+            self._close(f"handshake: {exc}")
+            return
+        transport.write(hs.data_to_send())
+        if isinstance(event, StartTLS):
+            self.loop.create_task(self._start_tls())
+        elif isinstance(event, Aborted):
+            self._close("client aborted the handshake")
+        elif isinstance(event, Ready):
+            transport.pause_reading()
+            self.reading = False
+            task = self.loop.create_task(self._attach(event, hs.trailing_data()))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _start_tls(self) -> None:
+        assert self.transport is not None and self.handshake is not None
+        assert self.server.tls is not None
+        try:
+            transport = await self.loop.start_tls(
+                self.transport, self, self.server.tls, server_side=True
+            )
+        except (OSError, ssl.SSLError, ConnectionError) as exc:
+            self._close(f"TLS handshake failed: {exc}")
+            return
+        if transport is None:
+            return
+        self.transport = transport
+        self.handshake.tls_started()
+        self._drive_handshake()
+
+    async def _attach(self, ready: Ready, trailing: bytes) -> None:
+        assert self.transport is not None
+        try:
+            device = await self.server.backend.connect(ready.export, self.peer)
+        except Exception as exc:  # the backend could not open it: refuse cleanly
+            log.warning("cannot open export %r: %s", ready.export.name, exc)
+            self.transport.close()
+            return
+        self.device = CheckedDevice(device)
+        if self.transport.is_closing():
+            self._release()
+            return
+        self.dispatcher = Dispatcher(
+            self.device,
+            ready.export.flags,
+            structured=ready.structured,
+            extended=ready.extended,
+            meta_contexts=ready.meta_contexts,
+        )
+        self.tx = ServerTransmission(
+            structured=ready.structured,
+            extended=ready.extended,
+            max_payload=device.capabilities.max_block,
+        )
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.limits.idle_timeout:
+            self._timer = self.loop.call_later(self.limits.idle_timeout, self._check_idle)
+        if trailing:
+            self.tx.receive_data(trailing)
+        self._pump()
+
+    # -- transmission ----------------------------------------------------------
+    def _check_idle(self) -> None:
+        timeout = self.limits.idle_timeout
+        assert timeout is not None
+        idle = time.monotonic() - self.last_activity
+        if not self.tasks and idle >= timeout:
+            self._close(f"idle for {idle:.0f}s")
+        else:
+            self._timer = self.loop.call_later(max(timeout - idle, 1.0), self._check_idle)
+
+    def _set_reading(self, on: bool) -> None:
+        if on != self.reading and self.transport is not None and not self.transport.is_closing():
+            self.reading = on
+            if on:
+                self.transport.resume_reading()
+            else:
+                self.transport.pause_reading()
+
+    def _pump(self) -> None:
+        tx = self.tx
+        if tx is None or self.stopping:
+            return
+        while True:
+            if (
+                self.write_paused
+                or len(self.tasks) >= self.limits.max_requests
+                or self.bytes_in_progress >= self.limits.max_buffer
+            ):
+                self._set_reading(False)
+                return
+            try:
+                event = tx.next_event()
+            except ProtocolError as exc:
+                self._close(f"protocol error: {exc}")
+                self.stopping = True
+                return
+            if event is NEED_DATA:
+                self._set_reading(True)
+                return
+            assert isinstance(event, Request)
+            if event.command == Command.DISC:
+                self.stopping = True
+                self._set_reading(False)
+                if not self.tasks:
+                    self.loop.create_task(self._finish())
+                return
+            cost = event.length if event.command in (Command.READ, Command.WRITE) else 0
+            self.bytes_in_progress += cost
+            task = self.loop.create_task(self._serve(event, cost))
+            self.tasks.add(task)
+
+    async def _serve(self, request: Request, cost: int) -> None:
+        assert self.dispatcher is not None and self.tx is not None
+        try:
+            try:
+                replies = await self.dispatcher.execute(request)
+            except Exception:
+                log.exception("request %s failed unexpectedly", request.command)
+                replies = self._io_error(request)
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                for reply in replies:
+                    transport.writelines(self.tx.send(reply))
+        finally:
+            self.bytes_in_progress -= cost
+            task = asyncio.current_task()
+            if task is not None:
+                self.tasks.discard(task)
+            self.last_activity = time.monotonic()
+            if not self.stopping:
+                self._pump()
+            elif not self.tasks:
+                await self._finish()
+
+    def _io_error(self, request: Request) -> list[Reply]:
+        assert self.tx is not None
+        if self.tx.structured:
+            return [ErrorChunk(request.cookie, Errno.EIO, "internal error")]
+        return [SimpleReply(request.cookie, Errno.EIO)]
+
+    async def _finish(self) -> None:
+        """All requests are done after DISC, drain or a lost connection."""
+        if self.device is not None and self.transport is not None and not self._released:
+            try:
+                await self.device.flush()
+            except Exception as exc:
+                log.warning("flush on disconnect failed: %s", exc)
+        if self.transport is not None:
+            self.transport.close()
+        self._release()
+
+    def _release(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        device, self.device = self.device, None
+        if device is not None:
+            self.loop.create_task(_close_quietly(device)).add_done_callback(
+                lambda _: self.closed.set()
+            )
+        else:
+            self.closed.set()
+
+    async def drain(self) -> None:
+        if self.tx is None:
+            self._close("server stopping")
+        elif not self.stopping:
+            self.stopping = True
+            self._set_reading(False)
+            if not self.tasks:
+                await self._finish()
+        await self.closed.wait()
+
+
+async def _close_quietly(device: BlockDevice) -> None:
+    try:
+        await device.aclose()
+    except Exception as exc:
+        log.warning("closing device failed: %s", exc)

@@ -1,0 +1,162 @@
+"""The local control socket of `ovis serve` (as xnbd-wrapper-ctl).
+
+One JSON request per connection, one JSON reply:
+
+    {"op": "list"}                          -> {"ok": true, "exports": [...]}
+    {"op": "add", "export": {...}}          -> {"ok": true}
+    {"op": "remove", "name": "disk"}        -> {"ok": true}
+    {"op": "snapshot", "name": "disk"}      -> {"ok": true, "paths": ["..."]}
+
+Failures come back as {"ok": false, "error": "one line"}.  The socket lives
+in a directory only its user can enter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ovis._units import parse_size
+
+from ._config import ConfigError, parse_allow
+from ._exports import ExportError, ExportSpec, ExportTable
+
+log = logging.getLogger("ovis.serve")
+MAX_REQUEST = 64 * 1024
+
+
+def default_control_path() -> Path:
+    runtime = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    return Path(runtime) / f"ovis-{os.getuid()}" / "serve.sock"
+
+
+class ControlError(Exception):
+    """The control request failed; the message is for the user."""
+
+
+def spec_from_request(entry: dict[str, Any]) -> ExportSpec:
+    try:
+        return ExportSpec(
+            name=str(entry["name"]),
+            path=str(Path(entry["path"]).resolve()),
+            readonly=bool(entry.get("readonly", False)),
+            cow=bool(entry.get("cow", False)),
+            cow_persist=entry.get("cow_persist"),
+            description=str(entry.get("description", "")),
+            allow=parse_allow(entry.get("allow", []), "allow"),
+            size=parse_size(entry["size"]) if entry.get("size") is not None else None,
+        )
+    except KeyError as exc:
+        raise ControlError(f"export needs {exc.args[0]!r}") from None
+    except (ValueError, ConfigError) as exc:
+        raise ControlError(str(exc)) from None
+
+
+async def handle_request(table: ExportTable, request: dict[str, Any]) -> dict[str, Any]:
+    op = request.get("op")
+    try:
+        if op == "list":
+            return {"ok": True, "exports": [s.to_dict() for s in table.specs()]}
+        if op == "add":
+            await table.add(spec_from_request(request.get("export", {})))
+            return {"ok": True}
+        if op == "remove":
+            await table.remove(str(request.get("name")))
+            return {"ok": True}
+        if op == "snapshot":
+            name = request.get("name")
+            paths = [await table.snapshot(name)] if name else await table.snapshot_all()
+            return {"ok": True, "paths": paths}
+    except (ExportError, ControlError) as exc:
+        return {"ok": False, "error": str(exc)}
+    except OSError as exc:
+        return {"ok": False, "error": f"{op} failed: {exc.strerror or exc}"}
+    return {"ok": False, "error": f"unknown op {op!r}"}
+
+
+class ControlServer:
+    def __init__(self, table: ExportTable, path: Path) -> None:
+        self.table = table
+        self.path = path
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.path.exists():
+            if _alive(self.path):
+                raise ControlError(
+                    f"control socket {self.path} is in use by another ovis serve; "
+                    "pass --control PATH"
+                )
+            self.path.unlink()
+        self._server = await asyncio.start_unix_server(self._client, str(self.path))
+        os.chmod(self.path, 0o600)
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await reader.readline()
+            if len(line) > MAX_REQUEST:
+                reply: dict[str, Any] = {"ok": False, "error": "request too large"}
+            else:
+                try:
+                    request = json.loads(line)
+                    if not isinstance(request, dict):
+                        raise ValueError("not an object")
+                except ValueError as exc:
+                    reply = {"ok": False, "error": f"malformed request: {exc}"}
+                else:
+                    reply = await handle_request(self.table, request)
+            writer.write(json.dumps(reply).encode() + b"\n")
+            await writer.drain()
+        except (ConnectionError, asyncio.LimitOverrunError, ValueError) as exc:
+            log.warning("control client error: %s", exc)
+        finally:
+            writer.close()
+
+    async def aclose(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+
+
+def _alive(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        try:
+            sock.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
+def control_request(path: Path, request: dict[str, Any], timeout: float = 600.0) -> dict[str, Any]:
+    """Send one request to a running server (blocking; used by the CLI)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(str(path))
+        except OSError as exc:
+            raise ControlError(
+                f"no ovis serve is listening on {path} ({exc.strerror}); "
+                "start one or pass --control PATH"
+            ) from None
+        sock.sendall(json.dumps(request).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    reply: dict[str, Any] = json.loads(data)
+    if not reply.get("ok"):
+        raise ControlError(reply.get("error", "request failed"))
+    return reply

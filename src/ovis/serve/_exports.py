@@ -1,0 +1,278 @@
+"""The export table of `ovis serve`: named image files, added and removed at runtime.
+
+Each export opens its image once; every connection shares that device (so
+CAN_MULTI_CONN stays true), except that a `cow` export gives each connection
+its own private overlay, discarded when it disconnects (nbd-server -c,
+xnbd --cow-target).  With `cow_persist` there is one overlay, shared and kept.
+
+A `WriteGate` sits above each shared image so that a snapshot can drain the
+writes in flight and hold new ones while it copies the file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import ipaddress
+import logging
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+from ovis.block._cow import CowFilter
+from ovis.block._device import BlockDevice, Capabilities, Filter
+from ovis.block._file import FileDevice
+from ovis.block._readonly import ReadOnlyFilter
+from ovis.nbd._constants import Reply
+from ovis.nbd._dispatch import transmission_flags
+from ovis.nbd._handshake_server import ExportInfo
+
+from ._snapshot import copy_image, snapshot_path
+
+log = logging.getLogger("ovis.serve")
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ExportError(Exception):
+    """An export cannot be added, found or changed; the message is one line for users."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ExportSpec:
+    name: str
+    path: str
+    readonly: bool = False
+    cow: bool = False
+    cow_persist: str | None = None
+    description: str = ""
+    allow: tuple[Network, ...] = ()  # empty: everyone
+    size: int | None = None
+
+    def allows(self, peer: str | None) -> bool:
+        if not self.allow or peer is None:  # unix-socket clients are local users
+            return True
+        try:
+            address = ipaddress.ip_address(peer.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        return any(address in network for network in self.allow)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "path": self.path,
+            "readonly": self.readonly,
+            "cow": self.cow,
+            "cow_persist": self.cow_persist,
+            "description": self.description,
+            "allow": [str(n) for n in self.allow],
+            "size": self.size,
+        }
+
+
+class WriteGate(Filter):
+    """Counts writes in flight and can hold new ones while a snapshot is taken."""
+
+    def __init__(self, next: BlockDevice) -> None:
+        super().__init__(next)
+        self._in_flight = 0
+        self._open = asyncio.Event()
+        self._open.set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @contextlib.asynccontextmanager
+    async def _writing(self) -> AsyncIterator[None]:
+        while not self._open.is_set():
+            await self._open.wait()
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+
+    @contextlib.asynccontextmanager
+    async def held(self) -> AsyncIterator[None]:
+        """Drain the writes in flight and hold new ones until the block exits."""
+        self._open.clear()
+        try:
+            await self._idle.wait()
+            await self.next.flush()
+            yield
+        finally:
+            self._open.set()
+
+    async def write(
+        self, offset: int, data: bytes | bytearray | memoryview, *, fua: bool = False
+    ) -> None:
+        async with self._writing():
+            await self.next.write(offset, data, fua=fua)
+
+    async def trim(self, offset: int, length: int, *, fua: bool = False) -> None:
+        async with self._writing():
+            await self.next.trim(offset, length, fua=fua)
+
+    async def zero(
+        self,
+        offset: int,
+        length: int,
+        *,
+        may_trim: bool = False,
+        fast: bool = False,
+        fua: bool = False,
+    ) -> None:
+        async with self._writing():
+            await self.next.zero(offset, length, may_trim=may_trim, fast=fast, fua=fua)
+
+
+class _Borrowed(Filter):
+    """A connection's handle on a shared device: closing it closes nothing below."""
+
+    async def aclose(self) -> None:
+        return None
+
+
+class _OpenExport:
+    def __init__(self, spec: ExportSpec, image: WriteGate, shared: BlockDevice) -> None:
+        self.spec = spec
+        self.image = image
+        self.shared = shared  # what connections see, unless each gets its own overlay
+        self.capabilities: Capabilities = shared.capabilities
+
+    def info(self) -> ExportInfo:
+        caps = self.capabilities
+        return ExportInfo(
+            self.spec.name,
+            self.shared.size,
+            transmission_flags(caps),
+            self.spec.description,
+            caps.min_block,
+            caps.preferred_block,
+            caps.max_block,
+        )
+
+    async def device_for_connection(self) -> BlockDevice:
+        if self.spec.cow and self.spec.cow_persist is None:
+            return CowFilter(_Borrowed(self.shared))
+        return _Borrowed(self.shared)
+
+    async def aclose(self) -> None:
+        await self.shared.aclose()
+
+
+async def _open_export(spec: ExportSpec) -> _OpenExport:
+    path = Path(spec.path)
+    if not path.exists():
+        raise ExportError(f"export {spec.name!r}: image {spec.path} does not exist")
+    readonly = spec.readonly or spec.cow  # a cow export never writes its base
+    try:
+        file = FileDevice(spec.path, readonly=readonly, size=spec.size)
+    except OSError as exc:
+        raise ExportError(f"export {spec.name!r}: cannot open {spec.path}: {exc.strerror}") from exc
+    image = WriteGate(file)
+    shared: BlockDevice = image
+    if spec.readonly:
+        shared = ReadOnlyFilter(image)
+    elif spec.cow_persist is not None:
+        shared = CowFilter(image, overlay_path=spec.cow_persist)
+    opened = _OpenExport(spec, image, shared)
+    if spec.cow and spec.cow_persist is None:
+        probe = CowFilter(_Borrowed(shared))  # learn what a per-connection overlay offers
+        opened.capabilities = probe.capabilities
+        await probe.aclose()
+    return opened
+
+
+class _Catalog:
+    def __init__(self, table: ExportTable, peer: str | None) -> None:
+        self.table = table
+        self.peer = peer
+
+    def lookup(self, name: str) -> ExportInfo | Reply:
+        if self.table.stopping:
+            return Reply.ERR_SHUTDOWN
+        if not name and self.table.default is not None:
+            name = self.table.default
+        export = self.table.exports.get(name)
+        if export is None:
+            return Reply.ERR_UNKNOWN
+        if not export.spec.allows(self.peer):
+            return Reply.ERR_POLICY
+        return export.info()
+
+    def listing(self) -> Sequence[tuple[str, str]]:
+        return [
+            (name, export.spec.description)
+            for name, export in self.table.exports.items()
+            if export.spec.allows(self.peer)
+        ]
+
+
+class ExportTable:
+    """The exports one server offers; implements nbd.server.ExportBackend."""
+
+    def __init__(self, default: str | None = None) -> None:
+        self.exports: dict[str, _OpenExport] = {}
+        self.default = default
+        self.stopping = False
+        self._retired: list[_OpenExport] = []
+
+    async def add(self, spec: ExportSpec) -> None:
+        if spec.name in self.exports:
+            raise ExportError(f"export {spec.name!r} already exists")
+        self.exports[spec.name] = await _open_export(spec)
+        log.info("export %r serves %s", spec.name, spec.path)
+
+    async def remove(self, name: str) -> None:
+        """Stop offering `name`; clients already connected keep their device."""
+        export = self.exports.pop(name, None)
+        if export is None:
+            raise ExportError(f"no export named {name!r}")
+        if self.default == name:
+            self.default = None
+        self._retired.append(export)
+        log.info("export %r removed", name)
+
+    def specs(self) -> list[ExportSpec]:
+        return [export.spec for export in self.exports.values()]
+
+    def catalog(self, peer: str | None) -> _Catalog:
+        return _Catalog(self, peer)
+
+    async def connect(self, export: ExportInfo, peer: str | None) -> BlockDevice:
+        opened = self.exports.get(export.name)
+        if opened is None:
+            raise ExportError(f"export {export.name!r} went away")
+        return await opened.device_for_connection()
+
+    async def snapshot(self, name: str, dest: str | None = None) -> str:
+        """A crash-consistent copy of the export's image, taken while it is served."""
+        export = self.exports.get(name)
+        if export is None:
+            raise ExportError(f"no export named {name!r}")
+        target = Path(dest) if dest else snapshot_path(Path(export.spec.path))
+        if target.exists():
+            raise ExportError(f"snapshot target {target} already exists")
+        async with export.image.held():
+            method = await asyncio.to_thread(copy_image, Path(export.spec.path), target)
+        log.info("snapshot of %r written to %s (%s)", name, target, method)
+        return str(target)
+
+    async def snapshot_all(self) -> list[str]:
+        return [await self.snapshot(name) for name in list(self.exports)]
+
+    async def aclose(self) -> None:
+        self.stopping = True
+        exports = [*self.exports.values(), *self._retired]
+        self.exports.clear()
+        self._retired.clear()
+        for export in exports:
+            try:
+                await export.aclose()
+            except Exception as exc:
+                log.warning("closing export %r failed: %s", export.spec.name, exc)
