@@ -25,6 +25,10 @@ from ._events import (
 MAX_EXTENTS = 64 * 1024  # per BLOCK_STATUS reply; bounds the reply size
 
 F = CommandFlag
+# Plain ints for the per-request path (IntEnum/IntFlag operators are slow).
+_READ, _WRITE, _BLOCK_STATUS = int(Command.READ), int(Command.WRITE), int(Command.BLOCK_STATUS)
+_FUA, _DF, _NO_HOLE = int(F.FUA), int(F.DF), int(F.NO_HOLE)
+_FAST_ZERO, _REQ_ONE = int(F.FAST_ZERO), int(F.REQ_ONE)
 _ALLOWED_FLAGS = {
     Command.READ: F.FUA | F.DF,
     Command.WRITE: F.FUA | F.PAYLOAD_LEN,
@@ -88,32 +92,42 @@ class Dispatcher:
         self.extended = extended
         self.contexts = meta_contexts
         self._max_payload = device.capabilities.max_block
+        self._allowed = self._allowed_flags()
+
+    def _allowed_flags(self) -> dict[int, int]:
+        """Command -> the request flags allowed for it on this connection.
+
+        Plain ints, computed once: IntFlag arithmetic is too slow for the
+        per-request path.  A command missing here was not offered.
+        """
+        offered, table = int(self.flags), {}
+        for command, mask in _ALLOWED_FLAGS.items():
+            needed = _NEEDED_FLAG.get(command)
+            if needed is not None and not offered & needed:
+                continue
+            allowed = int(mask)
+            if not offered & TF.SEND_FUA:
+                allowed &= ~F.FUA
+            if not offered & TF.SEND_DF:
+                allowed &= ~F.DF
+            if not offered & TF.SEND_FAST_ZERO:
+                allowed &= ~F.FAST_ZERO
+            if not self.extended:
+                allowed &= ~F.PAYLOAD_LEN
+            table[int(command)] = allowed
+        return table
 
     def refusal(self, request: Request) -> Errno | None:
         """Why this request is refused before touching the device, if it is."""
         command, flags = request.command, request.flags
-        try:
-            allowed = _ALLOWED_FLAGS[Command(command)]
-        except (ValueError, KeyError):
-            return Errno.EINVAL  # unknown command (or RESIZE, never offered)
-        needed = _NEEDED_FLAG.get(Command(command))
-        if needed is not None and not self.flags & needed:
-            return Errno.EINVAL
-        if flags & ~allowed:
-            return Errno.EINVAL
-        if flags & F.FUA and not self.flags & TF.SEND_FUA:
-            return Errno.EINVAL
-        if flags & F.DF and not self.flags & TF.SEND_DF:
-            return Errno.EINVAL
-        if flags & F.FAST_ZERO and not self.flags & TF.SEND_FAST_ZERO:
-            return Errno.EINVAL
-        if flags & F.PAYLOAD_LEN and not self.extended:
-            return Errno.EINVAL
+        allowed = self._allowed.get(command)
+        if allowed is None or flags & ~allowed:
+            return Errno.EINVAL  # a command or flag this client was not offered
         if request.payload_dropped:
             return Errno.EINVAL  # payload too large (or not expected): skipped unread
-        if command == Command.READ and request.length > self._max_payload:
-            return Errno.EOVERFLOW if flags & F.DF else Errno.EINVAL
-        if command == Command.BLOCK_STATUS and not self.contexts:
+        if command == _READ and request.length > self._max_payload:
+            return Errno.EOVERFLOW if flags & _DF else Errno.EINVAL
+        if command == _BLOCK_STATUS and not self.contexts:
             return Errno.EINVAL
         return None
 
@@ -140,13 +154,13 @@ class Dispatcher:
     async def _run(self, request: Request) -> list[Reply]:
         device, command = self.device, request.command
         offset, length, flags = request.offset, request.length, request.flags
-        fua = bool(flags & F.FUA)
-        if command == Command.READ:
+        fua = bool(flags & _FUA)
+        if command == _READ:
             data = await device.read(offset, length)
             if self.structured:
                 return [DataChunk(request.cookie, offset, data, done=True)]
             return [SimpleReply(request.cookie, 0, data)]
-        if command == Command.WRITE:
+        if command == _WRITE:
             assert request.data is not None
             await device.write(offset, request.data, fua=fua)
         elif command == Command.FLUSH:
@@ -159,8 +173,8 @@ class Dispatcher:
             await device.zero(
                 offset,
                 length,
-                may_trim=not flags & F.NO_HOLE,
-                fast=bool(flags & F.FAST_ZERO),
+                may_trim=not flags & _NO_HOLE,
+                fast=bool(flags & _FAST_ZERO),
                 fua=fua,
             )
         elif command == Command.BLOCK_STATUS:
@@ -170,7 +184,7 @@ class Dispatcher:
     async def _block_status(self, request: Request) -> list[Reply]:
         length = request.length
         extents = await self.device.extents(request.offset, length)
-        if request.flags & F.REQ_ONE:
+        if request.flags & _REQ_ONE:
             extents = extents[:1]
         pairs = tuple((e.length, int(e.flags)) for e in extents[:MAX_EXTENTS])
         replies: list[Reply] = []

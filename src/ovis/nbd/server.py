@@ -15,7 +15,7 @@ import logging
 import socket
 import ssl
 import time
-from typing import Protocol
+from typing import Protocol, cast
 
 from ovis.block._checked import CheckedDevice
 from ovis.block._device import BlockDevice
@@ -23,7 +23,7 @@ from ovis.block._device import BlockDevice
 from ._constants import Command, Errno
 from ._dispatch import Dispatcher
 from ._errors import ProtocolError
-from ._events import NEED_DATA, ErrorChunk, Reply, Request, SimpleReply
+from ._events import NEED_DATA, Buffer, ErrorChunk, Reply, Request, SimpleReply
 from ._handshake_server import (
     Aborted,
     ExportCatalog,
@@ -137,10 +137,13 @@ class _Connection(asyncio.Protocol):
         self.last_activity = time.monotonic()
         self._timer: asyncio.TimerHandle | None = None
         self._released = False
+        self._out: list[Buffer] = []  # replies waiting for _flush_out
+        self._flush_scheduled = False
 
     # -- asyncio callbacks -------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
+        self.transport = transport = cast(asyncio.Transport, transport)
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -320,10 +323,11 @@ class _Connection(asyncio.Protocol):
             except Exception:
                 log.exception("request %s failed unexpectedly", request.command)
                 replies = self._io_error(request)
-            transport = self.transport
-            if transport is not None and not transport.is_closing():
-                for reply in replies:
-                    transport.writelines(self.tx.send(reply))
+            for reply in replies:
+                self._out.extend(self.tx.send(reply))
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self.loop.call_soon(self._flush_out)
         finally:
             self.bytes_in_progress -= cost
             task = asyncio.current_task()
@@ -334,6 +338,14 @@ class _Connection(asyncio.Protocol):
                 self._pump()
             elif not self.tasks:
                 await self._finish()
+
+    def _flush_out(self) -> None:
+        """Write every reply finished in this loop iteration with one writev."""
+        self._flush_scheduled = False
+        out, self._out = self._out, []
+        transport = self.transport
+        if out and transport is not None and not transport.is_closing():
+            transport.writelines(out)
 
     def _io_error(self, request: Request) -> list[Reply]:
         assert self.tx is not None
@@ -348,6 +360,7 @@ class _Connection(asyncio.Protocol):
                 await self.device.flush()
             except Exception as exc:
                 log.warning("flush on disconnect failed: %s", exc)
+        self._flush_out()
         if self.transport is not None:
             self.transport.close()
         self._release()
