@@ -15,13 +15,17 @@ from pathlib import Path
 import pytest
 
 OVIS = [sys.executable, "-m", "ovis"]
-READY = re.compile(r"ovis serve: serving .* on (?:unix:(?P<unix>\S+)|\[?(?P<host>[^\s\]]+)\]?:(?P<port>\d+))")
+READY = re.compile(
+    r"ovis serve: serving .* on (?:unix:(?P<unix>\S+)|\[?(?P<host>[^\s\]]+)\]?:(?P<port>\d+))"
+)
 
 
 class Served:
     """A running `ovis serve` child process."""
 
-    def __init__(self, proc: subprocess.Popen[str], uri_base: str, control: Path, log: Path) -> None:
+    def __init__(
+        self, proc: subprocess.Popen[str], uri_base: str, control: Path, log: Path
+    ) -> None:
         self.proc = proc
         self.uri_base = uri_base
         self.control = control
@@ -108,12 +112,16 @@ def need(*tools: str) -> None:
             pytest.fail(f"{tool} is not installed: run scripts/setup")
 
 
-def run(cmd: list[str], *, check: bool = True, timeout: float = 120, **kw: object) -> subprocess.CompletedProcess[str]:
+def run(
+    cmd: list[str], *, check: bool = True, timeout: float = 120, **kw: object
+) -> subprocess.CompletedProcess[str]:
     """Run a real client; show its output when it fails."""
     env = dict(os.environ)
     env["PATH"] = "/usr/bin:" + env.get("PATH", "")  # nbdsh needs Debian's python3
     env.pop("PYTHONPATH", None)
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, **kw)  # type: ignore[call-overload]
     if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+        raise AssertionError(
+            f"{' '.join(cmd)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+        )
     return result  # type: ignore[no-any-return]

@@ -54,9 +54,9 @@ def test_server_handshake_never_crashes(
 
 
 request_headers = st.builds(
-    lambda flags, cmd, cookie, off, length, payload: struct.pack(
-        ">IHHQQI", 0x25609513, flags, cmd, cookie, off, length
-    ) + payload,
+    lambda flags, cmd, cookie, off, length, payload: (
+        struct.pack(">IHHQQI", 0x25609513, flags, cmd, cookie, off, length) + payload
+    ),
     st.integers(0, 0xFFFF),
     st.sampled_from([*Command, 99]),
     st.integers(0, 3),

@@ -20,7 +20,7 @@ from .helpers import (
     server_events,
 )
 
-GREETING = bytes.fromhex("4e42444d41474943" "49484156454f5054" "0003")
+GREETING = bytes.fromhex("4e42444d4147494349484156454f50540003")
 CLIENT_FLAGS = struct.pack(">I", 3)
 
 
@@ -121,7 +121,9 @@ def test_malformed_info_request_gets_err_invalid(bytewise: bool) -> None:
 
 def test_export_name_reply_pads_unless_no_zeroes() -> None:
     for flags, padding in ((1, 124), (3, 0)):
-        out, events = feed(struct.pack(">I", flags) + option(Option.EXPORT_NAME, b"disk"), bytewise=False)
+        out, events = feed(
+            struct.pack(">I", flags) + option(Option.EXPORT_NAME, b"disk"), bytewise=False
+        )
         body = out[len(GREETING) :]
         assert body[:10] == struct.pack(">QH", DISK.size, DISK.flags & ~(1 << 7))
         assert len(body) == 10 + padding
@@ -156,8 +158,10 @@ def test_meta_context_list_and_set(bytewise: bool) -> None:
     assert [r[1] for r in replies[:6]] == [
         R.ERR_INVALID,  # SET before structured replies
         R.ACK,
-        R.META_CONTEXT, R.ACK,
-        R.META_CONTEXT, R.ACK,
+        R.META_CONTEXT,
+        R.ACK,
+        R.META_CONTEXT,
+        R.ACK,
     ]
     assert replies[4][2][4:] == b"base:allocation"
     ready = events[-1]
@@ -192,6 +196,8 @@ def test_starttls_without_tls_configured_is_refused_not_tls_reqd() -> None:
 
 def test_extended_headers_forbid_export_name() -> None:
     server = ServerHandshake(catalog())
-    server.receive_data(CLIENT_FLAGS + option(Option.EXTENDED_HEADERS) + option(Option.EXPORT_NAME, b"disk"))
+    server.receive_data(
+        CLIENT_FLAGS + option(Option.EXTENDED_HEADERS) + option(Option.EXPORT_NAME, b"disk")
+    )
     with pytest.raises(RemoteProtocolError):
         server_events(server)

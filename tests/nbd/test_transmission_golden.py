@@ -22,9 +22,7 @@ from ovis.nbd import (
     SimpleReply,
 )
 
-WRITE = bytes.fromhex(
-    "25609513" "0001" "0001" "0000000000000007" "0000000000001000" "00000004"
-) + b"abcd"
+WRITE = bytes.fromhex("25609513000100010000000000000007000000000000100000000004") + b"abcd"
 
 
 def drain(machine: ServerTransmission | ClientTransmission) -> list[object]:
@@ -55,7 +53,9 @@ def test_simple_reply_golden() -> None:
     server = ServerTransmission(structured=False)
     server.receive_data(WRITE)
     drain(server)
-    assert b"".join(server.send(SimpleReply(7, 5))) == bytes.fromhex("67446698" "00000005" "0000000000000007")
+    assert b"".join(server.send(SimpleReply(7, 5))) == bytes.fromhex(
+        "67446698000000050000000000000007"
+    )
 
 
 def test_structured_chunks_golden() -> None:
@@ -63,9 +63,9 @@ def test_structured_chunks_golden() -> None:
     server.receive_data(struct.pack(">IHHQQI", 0x25609513, 0, Command.READ, 9, 4096, 8))
     drain(server)
     data = b"".join(server.send(DataChunk(9, 4096, b"ab", done=False)))
-    assert data == bytes.fromhex("668e33ef" "0000" "0001" "0000000000000009" "0000000a" "0000000000001000") + b"ab"
+    assert data == bytes.fromhex("668e33ef0000000100000000000000090000000a0000000000001000") + b"ab"
     hole = b"".join(server.send(HoleChunk(9, 4098, 6, done=True)))
-    assert hole == bytes.fromhex("668e33ef" "0001" "0002" "0000000000000009" "0000000c" "0000000000001002" "00000006")
+    assert hole == bytes.fromhex("668e33ef0001000200000000000000090000000c000000000000100200000006")
     with pytest.raises(LocalProtocolError):  # the reply is complete: the cookie is gone
         server.send(DoneChunk(9))
 
@@ -154,8 +154,8 @@ def test_simple_read_reply_carries_data_only_on_success() -> None:
     client = ClientTransmission(structured=False)
     client.send(Request(Command.READ, 1, 0, 3))
     client.send(Request(Command.READ, 2, 0, 3))
-    client.receive_data(bytes.fromhex("67446698" "00000000" "0000000000000001") + b"xyz")
-    client.receive_data(bytes.fromhex("67446698" "00000016" "0000000000000002"))
+    client.receive_data(bytes.fromhex("67446698000000000000000000000001") + b"xyz")
+    client.receive_data(bytes.fromhex("67446698000000160000000000000002"))
     assert drain(client) == [SimpleReply(1, 0, b"xyz"), SimpleReply(2, 22)]
 
 
@@ -168,3 +168,30 @@ def test_events_validate_themselves() -> None:
         DoneChunk(1, done=False)
     with pytest.raises(ValueError):
         Request(Command.WRITE, 1, 0, 4, data=b"abc")
+
+
+@pytest.mark.parametrize("buffered", [False, True], ids=["receive_data", "get_buffer"])
+def test_large_write_payload_is_received_directly(buffered: bool) -> None:
+    payload = bytes(range(256)) * 1024  # 256 KiB: above DIRECT_PAYLOAD
+    wire = (
+        struct.pack(">IHHQQI", 0x25609513, 0, Command.WRITE, 5, 0, len(payload)) + payload + WRITE
+    )
+    server = ServerTransmission(structured=False)
+    events: list[object] = []
+    pos, step = 0, 1
+    while pos < len(wire):
+        if buffered:
+            buf = server.get_buffer()
+            n = min(len(buf), step, len(wire) - pos)
+            buf[:n] = wire[pos : pos + n]
+            server.buffer_updated(n)
+        else:
+            n = min(step, len(wire) - pos)
+            server.receive_data(wire[pos : pos + n])
+        pos += n
+        step = step * 3 % 70001 + 1
+        events += drain(server)
+    assert events == [
+        Request(Command.WRITE, 5, 0, len(payload), 0, payload),
+        Request(Command.WRITE, 7, 4096, 4, 1, b"abcd"),
+    ]

@@ -55,6 +55,8 @@ _EXTENT = struct.Struct(">II")
 _EXT_EXTENT = struct.Struct(">QQ")
 _BS_EXT_HEAD = struct.Struct(">II")
 
+# WRITE payloads at least this large are received into their own buffer.
+DIRECT_PAYLOAD = 64 * 1024
 # Commands whose request carries a payload of `length` bytes.
 _PAYLOAD_COMMANDS = frozenset({Command.WRITE})
 
@@ -88,20 +90,23 @@ class _Buffered:
         return len(self._buf) - self._pos
 
     def _take(self, n: int) -> bytes:
-        start = self._pos
+        with memoryview(self._buf) as view:
+            data = bytes(view[self._pos : self._pos + n])
+        self._consume(n)
+        return data
+
+    def _consume(self, n: int) -> None:
         self._pos += n
-        data = bytes(self._buf[start : self._pos])
         if self._pos == len(self._buf):
             self._buf.clear()
             self._pos = 0
         elif self._pos > 1 << 20:
             del self._buf[: self._pos]
             self._pos = 0
-        return data
 
     def _discard(self, n: int) -> None:
         have = min(n, self._available())
-        self._take(have)
+        self._consume(have)
         self._skip += n - have
 
 
@@ -120,6 +125,36 @@ class ServerTransmission(_Buffered):
         self._pending: tuple[int, int, int, int, int] | None = None
         self._in_flight: dict[int, int] = {}  # cookie -> request offset
         self.disconnected = False
+        self._payload: bytearray | None = None  # a large WRITE payload being received
+        self._filled = 0
+        self._scratch = bytearray(DIRECT_PAYLOAD)
+
+    # Large WRITE payloads are received straight into a buffer of their own
+    # (get_buffer/buffer_updated, as asyncio.BufferedProtocol calls them):
+    # the kernel copies into it once, instead of three copies via _buf.
+    def get_buffer(self, sizehint: int = -1) -> memoryview:
+        """Where the next received bytes should be written."""
+        if self._payload is not None:
+            return memoryview(self._payload)[self._filled :]
+        return memoryview(self._scratch)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """`nbytes` were written into the buffer from get_buffer()."""
+        if self._payload is not None:
+            self._filled += nbytes
+        else:
+            with memoryview(self._scratch) as view:
+                self.receive_data(view[:nbytes])
+
+    def receive_data(self, data: Buffer) -> None:
+        if self._payload is not None and data:
+            n = min(len(data), len(self._payload) - self._filled)
+            self._payload[self._filled : self._filled + n] = memoryview(data)[:n]
+            self._filled += n
+            data = memoryview(data)[n:]
+            if not data:
+                return
+        super().receive_data(data)
 
     @property
     def in_flight(self) -> int:
@@ -149,7 +184,7 @@ class ServerTransmission(_Buffered):
         has_payload = command in _PAYLOAD_COMMANDS or (
             self.extended and flags & CommandFlag.PAYLOAD_LEN
         )
-        data: bytes | None = None
+        data: bytes | bytearray | None = None
         dropped = False
         if has_payload:
             if length > self.max_payload or command not in _PAYLOAD_COMMANDS:
@@ -157,16 +192,30 @@ class ServerTransmission(_Buffered):
                 # without holding it in memory; the request gets an error.
                 self._discard(length)
                 dropped = True
-            elif self._available() < length:
+            elif self._payload is not None:
+                if self._filled < length:
+                    return NEED_DATA
+                data, self._payload = self._payload, None
+            elif self._available() >= length:
+                data = self._take(length)
+            elif length >= DIRECT_PAYLOAD:
+                self._start_direct_payload(length)
                 return NEED_DATA
             else:
-                data = self._take(length)
+                return NEED_DATA
         self._pending = None
         if command == Command.DISC:
             self.disconnected = True
         else:
             self._in_flight[cookie] = offset
         return Request(command, cookie, offset, length, flags, data, dropped)
+
+    def _start_direct_payload(self, length: int) -> None:
+        self._payload = bytearray(length)
+        self._filled = have = self._available()
+        with memoryview(self._buf) as view:
+            self._payload[:have] = view[self._pos : self._pos + have]
+        self._consume(have)
 
     def send(self, reply: Reply) -> list[Buffer]:
         """Encode a reply; the returned buffers are written in order."""

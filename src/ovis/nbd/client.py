@@ -102,12 +102,12 @@ async def _handshake(
     host: str | None,
 ) -> Connected | Described | Listed:
     while True:
-        writer.write(hs.data_to_send())
         event = hs.next_event()
+        # Send what next_event() produced before waiting for the answer to it.
+        writer.write(hs.data_to_send())
         if event is NEED_DATA:
             hs.receive_data(await reader.read(65536))
             continue
-        writer.write(hs.data_to_send())
         if isinstance(event, StartTLS):
             context = tls or ssl.create_default_context()
             await writer.start_tls(context, server_hostname=host)

@@ -117,7 +117,7 @@ class NbdServer:
         await asyncio.gather(*(c.drain() for c in list(self.connections)))
 
 
-class _Connection(asyncio.Protocol):
+class _Connection(asyncio.BufferedProtocol):
     def __init__(self, server: NbdServer) -> None:
         self.server = server
         self.limits = server.limits
@@ -137,6 +137,7 @@ class _Connection(asyncio.Protocol):
         self.last_activity = time.monotonic()
         self._timer: asyncio.TimerHandle | None = None
         self._released = False
+        self._handshake_buffer = bytearray(64 * 1024)
         self._out: list[Buffer] = []  # replies waiting for _flush_out
         self._flush_scheduled = False
 
@@ -158,13 +159,18 @@ class _Connection(asyncio.Protocol):
         transport.write(self.handshake.data_to_send())
         self._timer = self.loop.call_later(self.limits.handshake_timeout, self._handshake_timeout)
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self.tx is not None:
+            return self.tx.get_buffer(sizehint)
+        return memoryview(self._handshake_buffer)
+
+    def buffer_updated(self, nbytes: int) -> None:
         self.last_activity = time.monotonic()
         if self.tx is not None:
-            self.tx.receive_data(data)
+            self.tx.buffer_updated(nbytes)
             self._pump()
         elif self.handshake is not None:
-            self.handshake.receive_data(data)
+            self.handshake.receive_data(self._handshake_buffer[:nbytes])
             self._drive_handshake()
 
     def eof_received(self) -> bool | None:
