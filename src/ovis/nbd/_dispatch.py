@@ -101,6 +101,8 @@ class Dispatcher:
         per-request path.  A command missing here was not offered.
         """
         offered, table = int(self.flags), {}
+        if not self.structured:  # DF needs structured replies; the handshake cleared it
+            offered &= ~int(TF.SEND_DF)
         for command, mask in _ALLOWED_FLAGS.items():
             needed = _NEEDED_FLAG.get(command)
             if needed is not None and not offered & needed:
@@ -114,7 +116,8 @@ class Dispatcher:
                 allowed &= ~F.FAST_ZERO
             if not self.extended:
                 allowed &= ~F.PAYLOAD_LEN
-            table[int(command)] = allowed
+            # int(): `allowed &= ~F.X` made it an IntFlag, whose ~ drops unknown bits.
+            table[int(command)] = int(allowed)
         return table
 
     def refusal(self, request: Request) -> Errno | None:

@@ -150,7 +150,8 @@ class ServerHandshake(_Buffered):
                 if self._available() < 4:
                     return NEED_DATA
                 (flags,) = struct.unpack(">I", self._take(4))
-                if flags & ~(ClientFlag.FIXED_NEWSTYLE | ClientFlag.NO_ZEROES):
+                # int(): an IntFlag's ~ drops the unknown bits we are looking for.
+                if flags & ~int(ClientFlag.FIXED_NEWSTYLE | ClientFlag.NO_ZEROES):
                     raise RemoteProtocolError(f"unknown client flags {flags:#x}")
                 if not flags & ClientFlag.FIXED_NEWSTYLE:
                     raise RemoteProtocolError("client does not speak fixed newstyle")
@@ -337,8 +338,8 @@ class ServerHandshake(_Buffered):
             self._reply(option, R.META_CONTEXT, struct.pack(">I", context_id) + context.encode())
             if setting:
                 self._contexts[context_id] = context
-        if setting:
-            self._contexts_for = name
+        if setting:  # the resolved name: "" selects the default export's contexts
+            self._contexts_for = export.name
         self._reply(option, R.ACK)
 
 

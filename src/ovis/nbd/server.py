@@ -1,10 +1,11 @@
 """The asyncio shell around the NBD state machines: one Protocol per connection.
 
 Each connection goes handshake → attach (the backend opens a device for the
-chosen export) → transmission → release.  Requests run as tasks so replies
-may go out of order; memory is bounded per connection by `ServerLimits`:
-reading from the socket pauses while too many requests or too many payload
-bytes are in progress, or while the peer is not reading our replies.
+chosen export) → transmission → release.  Requests start eagerly and become
+tasks only if they must wait, so replies may go out of order.  Memory is
+bounded per connection by `ServerLimits`: reading from the socket pauses while
+too many requests or too many payload bytes are in progress, or while the peer
+is not reading our replies.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ovis.block._device import BlockDevice
 
 from ._constants import Command, Errno
 from ._dispatch import Dispatcher
+from ._eager import start_eagerly
 from ._errors import ProtocolError
 from ._events import NEED_DATA, Buffer, ErrorChunk, Reply, Request, SimpleReply
 from ._handshake_server import (
@@ -129,7 +131,9 @@ class _Connection(asyncio.BufferedProtocol):
         self.tx: ServerTransmission | None = None
         self.dispatcher: Dispatcher | None = None
         self.device: BlockDevice | None = None
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.busy = 0  # requests (and the attach step) in progress
+        self._tasks: set[asyncio.Task[None]] = set()  # strong refs to suspended ones
+        self._pumping = False
         self.bytes_in_progress = 0
         self.reading = True
         self.write_paused = False
@@ -188,7 +192,7 @@ class _Connection(asyncio.BufferedProtocol):
         if self._timer is not None:
             self._timer.cancel()
         self.stopping = True
-        if not self.tasks:
+        if not self.busy:
             self._release()
 
     # -- handshake -----------------------------------------------------------
@@ -218,9 +222,7 @@ class _Connection(asyncio.BufferedProtocol):
         elif isinstance(event, Ready):
             transport.pause_reading()
             self.reading = False
-            task = self.loop.create_task(self._attach(event, hs.trailing_data()))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            self._keep(self.loop.create_task(self._attach(event, hs.trailing_data())))
 
     async def _start_tls(self) -> None:
         assert self.transport is not None and self.handshake is not None
@@ -246,10 +248,10 @@ class _Connection(asyncio.BufferedProtocol):
             log.warning("cannot open export %r: %s", ready.export.name, exc)
             self.transport.close()
             return
-        self.device = CheckedDevice(device)
-        if self.transport.is_closing():
-            self._release()
+        if self._released or self.transport.is_closing():
+            await _close_quietly(device)  # the client left while we were opening
             return
+        self.device = CheckedDevice(device)
         self.dispatcher = Dispatcher(
             self.device,
             ready.export.flags,
@@ -275,7 +277,7 @@ class _Connection(asyncio.BufferedProtocol):
         timeout = self.limits.idle_timeout
         assert timeout is not None
         idle = time.monotonic() - self.last_activity
-        if not self.tasks and idle >= timeout:
+        if not self.busy and idle >= timeout:
             self._close(f"idle for {idle:.0f}s")
         else:
             self._timer = self.loop.call_later(max(timeout - idle, 1.0), self._check_idle)
@@ -288,14 +290,28 @@ class _Connection(asyncio.BufferedProtocol):
             else:
                 self.transport.pause_reading()
 
+    def _keep(self, task: asyncio.Task[None]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def _pump(self) -> None:
+        """Start every request that fits the limits; re-entrant calls are no-ops."""
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            self._pump_requests()
+        finally:
+            self._pumping = False
+
+    def _pump_requests(self) -> None:
         tx = self.tx
         if tx is None or self.stopping:
             return
         while True:
             if (
                 self.write_paused
-                or len(self.tasks) >= self.limits.max_requests
+                or self.busy >= self.limits.max_requests
                 or self.bytes_in_progress >= self.limits.max_buffer
             ):
                 self._set_reading(False)
@@ -313,13 +329,15 @@ class _Connection(asyncio.BufferedProtocol):
             if event.command == Command.DISC:
                 self.stopping = True
                 self._set_reading(False)
-                if not self.tasks:
-                    self.loop.create_task(self._finish())
+                if not self.busy:
+                    self._keep(self.loop.create_task(self._finish()))
                 return
             cost = event.length if event.command in (Command.READ, Command.WRITE) else 0
             self.bytes_in_progress += cost
-            task = self.loop.create_task(self._serve(event, cost))
-            self.tasks.add(task)
+            self.busy += 1
+            task = start_eagerly(self._serve(event, cost))
+            if task is not None:
+                self._keep(task)
 
     async def _serve(self, request: Request, cost: int) -> None:
         assert self.dispatcher is not None and self.tx is not None
@@ -336,13 +354,11 @@ class _Connection(asyncio.BufferedProtocol):
                 self.loop.call_soon(self._flush_out)
         finally:
             self.bytes_in_progress -= cost
-            task = asyncio.current_task()
-            if task is not None:
-                self.tasks.discard(task)
+            self.busy -= 1
             self.last_activity = time.monotonic()
             if not self.stopping:
                 self._pump()
-            elif not self.tasks:
+            elif not self.busy:
                 await self._finish()
 
     def _flush_out(self) -> None:
@@ -389,7 +405,7 @@ class _Connection(asyncio.BufferedProtocol):
         elif not self.stopping:
             self.stopping = True
             self._set_reading(False)
-            if not self.tasks:
+            if not self.busy:
                 await self._finish()
         await self.closed.wait()
 
