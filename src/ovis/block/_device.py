@@ -89,11 +89,17 @@ class BlockError(Exception):
 
 
 _NO_SPACE = {_os_errno.ENOSPC, _os_errno.EDQUOT, _os_errno.EFBIG}
+_NOT_PERMITTED = {_os_errno.EROFS, _os_errno.EPERM, _os_errno.EACCES}
 
 
 def block_error_from_os(exc: OSError) -> BlockError:
     """Translate a host OSError into the NBD error value the spec asks for."""
-    code = Errno.ENOSPC if exc.errno in _NO_SPACE else Errno.EIO
+    if exc.errno in _NO_SPACE:
+        code = Errno.ENOSPC
+    elif exc.errno in _NOT_PERMITTED:
+        code = Errno.EPERM
+    else:
+        code = Errno.EIO
     return BlockError(code, f"{exc.strerror or exc}")
 
 
@@ -117,7 +123,10 @@ class BlockDevice(abc.ABC):
       describe less than `length` but at least one byte.  It must never
       report data as a hole or as zero.
     - `aclose` releases resources; it is idempotent and closes even if it
-      fails.
+      fails.  The owner drains its operations first: aclose with requests
+      in flight is undefined.
+    - `size` and `capabilities` never change during a device's life; layers
+      above may read them once.
     """
 
     @property
