@@ -20,7 +20,8 @@ from .devices import RaisesOSError, ShortRead
         (errno.EDQUOT, Errno.ENOSPC),
         (errno.EFBIG, Errno.ENOSPC),
         (errno.EIO, Errno.EIO),
-        (errno.EACCES, Errno.EIO),
+        (errno.EACCES, Errno.EPERM),
+        (errno.EROFS, Errno.EPERM),
     ],
 )
 def test_os_error_is_translated(host_errno: int, nbd_errno: Errno) -> None:
