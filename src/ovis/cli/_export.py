@@ -50,7 +50,7 @@ def add(
     """Serve IMAGE as export NAME without disturbing other clients."""
     entry = {
         "name": name,
-        "path": image,
+        "path": str(Path(image).resolve()),  # the server may run in another directory
         "readonly": readonly,
         "cow": cow,
         "description": description,

@@ -62,6 +62,13 @@ def _size(_ctx: click.Context, _param: click.Parameter, value: str | None) -> in
 @click.option("--tls-key", type=click.Path(dir_okay=False))
 @click.option("--tls-ca", type=click.Path(dir_okay=False), help="Verify client certificates.")
 @click.option("--idle-timeout", type=click.FloatRange(min=0), help="Close idle clients (s).")
+@click.option(
+    "--handshake-timeout",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Cut off clients that have not finished negotiating (s).",
+)
 @click.option("--max-connections", default=512, show_default=True, type=click.IntRange(1))
 @click.option(
     "--max-queue-size",
@@ -102,6 +109,7 @@ def serve(
     tls_key: str | None,
     tls_ca: str | None,
     idle_timeout: float | None,
+    handshake_timeout: float,
     max_connections: int,
     max_queue_size: int,
     max_buf_size: int,
@@ -156,6 +164,7 @@ def serve(
         limits=ServerLimits(
             max_connections=max_connections,
             idle_timeout=idle_timeout,
+            handshake_timeout=handshake_timeout,
             max_requests=max_queue_size,
             max_buffer=max_buf_size,
         ),

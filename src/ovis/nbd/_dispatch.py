@@ -29,6 +29,8 @@ F = CommandFlag
 _READ, _WRITE, _BLOCK_STATUS = int(Command.READ), int(Command.WRITE), int(Command.BLOCK_STATUS)
 _FUA, _DF, _NO_HOLE = int(F.FUA), int(F.DF), int(F.NO_HOLE)
 _FAST_ZERO, _REQ_ONE = int(F.FAST_ZERO), int(F.REQ_ONE)
+# Not offered on a read-only export, yet writes: EPERM there, not EINVAL.
+_READ_ONLY_REFUSED = frozenset({int(Command.TRIM), int(Command.WRITE_ZEROES)})
 _ALLOWED_FLAGS = {
     Command.READ: F.FUA | F.DF,
     Command.WRITE: F.FUA | F.PAYLOAD_LEN,
@@ -125,6 +127,8 @@ class Dispatcher:
         command, flags = request.command, request.flags
         allowed = self._allowed.get(command)
         if allowed is None or flags & ~allowed:
+            if allowed is None and command in _READ_ONLY_REFUSED and self.flags & TF.READ_ONLY:
+                return Errno.EPERM  # spec: SHOULD be EPERM for trims/zeroes on read-only
             return Errno.EINVAL  # a command or flag this client was not offered
         if request.payload_dropped:
             return Errno.EINVAL  # payload too large (or not expected): skipped unread

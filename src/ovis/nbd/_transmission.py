@@ -123,6 +123,7 @@ class ServerTransmission(_Buffered):
         self._header = EXT_REQUEST if extended else REQUEST
         self._magic = EXTENDED_REQUEST_MAGIC if extended else REQUEST_MAGIC
         self._pending: tuple[int, int, int, int, int] | None = None
+        self._dropping = False  # the pending request's payload is being skipped
         self._in_flight: dict[int, int] = {}  # cookie -> request offset
         self.disconnected = False
         self._payload: bytearray | None = None  # a large WRITE payload being received
@@ -189,8 +190,15 @@ class ServerTransmission(_Buffered):
         if has_payload:
             if length > self.max_payload or command not in _PAYLOAD_COMMANDS:
                 # Too big to buffer (or a payload we never asked for): skip it
-                # without holding it in memory; the request gets an error.
-                self._discard(length)
+                # without holding it in memory; the request gets an error, but
+                # only once the payload is gone: a client still sending it
+                # (libnbd) cannot match a reply to it and hangs up.
+                if not self._dropping:
+                    self._discard(length)
+                    self._dropping = True
+                if self._skip:
+                    return NEED_DATA
+                self._dropping = False
                 dropped = True
             elif self._payload is not None:
                 if self._filled < length:

@@ -16,6 +16,7 @@ import logging
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from typing import Protocol, cast
 
 from ovis.block._checked import CheckedDevice
@@ -39,6 +40,7 @@ from ._transmission import ServerTransmission
 
 log = logging.getLogger("ovis.nbd")
 MiB = 1024 * 1024
+FLUSH_AT = 256 * 1024  # reply bytes coalesced before they must go to the transport
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -78,6 +80,9 @@ class NbdServer:
         self.tls = tls
         self.tls_mode = tls_mode
         self.connections: set[_Connection] = set()
+        # Called when a handshake ends; returning True means another process
+        # took the socket over (see ovis.serve._workers) and we let it go.
+        self.handoff: Callable[[socket.socket, Ready, bytes], bool] | None = None
         self._servers: list[asyncio.Server] = []
         self._closing = False
 
@@ -109,6 +114,14 @@ class NbdServer:
         _, protocol = await loop.connect_accepted_socket(self._protocol, sock)
         await protocol.closed.wait()
 
+    async def adopt(self, sock: socket.socket, ready: Ready, trailing: bytes) -> _Connection:
+        """Serve a socket whose handshake another process finished (`ready`)."""
+        loop = asyncio.get_running_loop()
+        _, protocol = await loop.connect_accepted_socket(
+            lambda: _Connection(self, adopted=(ready, trailing)), sock
+        )
+        return protocol
+
     async def drain(self) -> None:
         """Stop accepting, let in-flight requests finish, flush, close every client."""
         self._closing = True
@@ -120,8 +133,9 @@ class NbdServer:
 
 
 class _Connection(asyncio.BufferedProtocol):
-    def __init__(self, server: NbdServer) -> None:
+    def __init__(self, server: NbdServer, adopted: tuple[Ready, bytes] | None = None) -> None:
         self.server = server
+        self.adopted = adopted
         self.limits = server.limits
         self.loop = asyncio.get_running_loop()
         self.closed = asyncio.Event()
@@ -143,6 +157,7 @@ class _Connection(asyncio.BufferedProtocol):
         self._released = False
         self._handshake_buffer = bytearray(64 * 1024)
         self._out: list[Buffer] = []  # replies waiting for _flush_out
+        self._out_bytes = 0  # their size: past FLUSH_AT they go out at once
         self._flush_scheduled = False
 
     # -- asyncio callbacks -------------------------------------------------
@@ -158,6 +173,9 @@ class _Connection(asyncio.BufferedProtocol):
             transport.close()
             return
         self.server.connections.add(self)
+        if self.adopted is not None:
+            self._start_transmission(*self.adopted)
+            return
         catalog = self.server.backend.catalog(self.peer)
         self.handshake = ServerHandshake(catalog, self.server.tls_mode)
         transport.write(self.handshake.data_to_send())
@@ -220,9 +238,21 @@ class _Connection(asyncio.BufferedProtocol):
         elif isinstance(event, Aborted):
             self._close("client aborted the handshake")
         elif isinstance(event, Ready):
-            transport.pause_reading()
-            self.reading = False
-            self._keep(self.loop.create_task(self._attach(event, hs.trailing_data())))
+            self._start_transmission(event, hs.trailing_data())
+
+    def _start_transmission(self, ready: Ready, trailing: bytes) -> None:
+        transport = self.transport
+        assert transport is not None
+        transport.pause_reading()
+        self.reading = False
+        handoff = self.server.handoff
+        if handoff is not None and not ready.tls and not transport.get_write_buffer_size():
+            sock = transport.get_extra_info("socket")
+            if sock is not None and handoff(sock, ready, trailing):
+                self.handshake = None
+                transport.close()  # the other process holds its own copy of the socket
+                return
+        self._keep(self.loop.create_task(self._attach(ready, trailing)))
 
     async def _start_tls(self) -> None:
         assert self.transport is not None and self.handshake is not None
@@ -348,8 +378,14 @@ class _Connection(asyncio.BufferedProtocol):
                 log.exception("request %s failed unexpectedly", request.command)
                 replies = self._io_error(request)
             for reply in replies:
-                self._out.extend(self.tx.send(reply))
-            if not self._flush_scheduled:
+                buffers = self.tx.send(reply)
+                self._out.extend(buffers)
+                self._out_bytes += sum(map(len, buffers))
+            # Eager requests finish inside one _pump loop: hand big batches to the
+            # transport now, so that pause_writing() can stop us reading requests.
+            if self._out_bytes >= FLUSH_AT:
+                self._flush_out()
+            elif not self._flush_scheduled:
                 self._flush_scheduled = True
                 self.loop.call_soon(self._flush_out)
         finally:
@@ -365,6 +401,7 @@ class _Connection(asyncio.BufferedProtocol):
         """Write every reply finished in this loop iteration with one writev."""
         self._flush_scheduled = False
         out, self._out = self._out, []
+        self._out_bytes = 0
         transport = self.transport
         if out and transport is not None and not transport.is_closing():
             transport.writelines(out)

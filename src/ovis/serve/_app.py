@@ -74,6 +74,7 @@ class ServeApp:
             self.table, limits=options.limits, tls=tls, tls_mode=options.tls_mode
         )
         self.control: ControlServer | None = None
+        self._reloading = asyncio.Lock()
 
     async def run(self) -> int:
         try:
@@ -142,16 +143,9 @@ class ServeApp:
         if self.options.config is None:
             log.info("SIGHUP: no config file to reload")
             return
-        specs, default = load_config(self.options.config)
-        wanted = {spec.name: spec for spec in specs}
-        current = {spec.name: spec for spec in self.table.specs()}
-        for name, spec in current.items():
-            if wanted.get(name) != spec:
-                await self.table.remove(name)
-        for name, spec in wanted.items():
-            if current.get(name) != spec:
-                await self.table.add(spec)
-        self.table.default = default
+        async with self._reloading:  # one SIGHUP at a time
+            specs, default = load_config(self.options.config)
+            await self.table.replace_all(specs, default)
         log.info("SIGHUP: config reloaded, %d export(s)", len(specs))
 
 

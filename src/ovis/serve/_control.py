@@ -41,22 +41,28 @@ class ControlError(Exception):
     """The control request failed; the message is for the user."""
 
 
-def spec_from_request(entry: dict[str, Any]) -> ExportSpec:
+def spec_from_request(entry: Any) -> ExportSpec:
+    if not isinstance(entry, dict):
+        raise ControlError("malformed request: 'export' must be an object")
+    allow = entry.get("allow", [])
+    cow_persist = entry.get("cow_persist")
     try:
         return ExportSpec(
             name=str(entry["name"]),
             path=str(Path(entry["path"]).resolve()),
             readonly=bool(entry.get("readonly", False)),
-            cow=bool(entry.get("cow", False)),
-            cow_persist=entry.get("cow_persist"),
+            cow=bool(entry.get("cow", False)) or cow_persist is not None,
+            cow_persist=None if cow_persist is None else str(Path(cow_persist).resolve()),
             description=str(entry.get("description", "")),
-            allow=parse_allow(entry.get("allow", []), "allow"),
+            allow=parse_allow([allow] if isinstance(allow, str) else allow, "allow"),
             size=parse_size(entry["size"]) if entry.get("size") is not None else None,
         )
     except KeyError as exc:
         raise ControlError(f"export needs {exc.args[0]!r}") from None
     except (ValueError, ConfigError) as exc:
         raise ControlError(str(exc)) from None
+    except (TypeError, AttributeError) as exc:  # JSON of the wrong shape
+        raise ControlError(f"malformed export: {exc}") from None
 
 
 async def handle_request(table: ExportTable, request: dict[str, Any]) -> dict[str, Any]:
@@ -67,11 +73,13 @@ async def handle_request(table: ExportTable, request: dict[str, Any]) -> dict[st
         if op == "add":
             await table.add(spec_from_request(request.get("export", {})))
             return {"ok": True}
+        name = request.get("name")
+        if name is not None and not isinstance(name, str):
+            raise ControlError("malformed request: 'name' must be a string")
         if op == "remove":
-            await table.remove(str(request.get("name")))
+            await table.remove(str(name))
             return {"ok": True}
         if op == "snapshot":
-            name = request.get("name")
             paths = [await table.snapshot(name)] if name else await table.snapshot_all()
             return {"ok": True, "paths": paths}
     except (ExportError, ControlError) as exc:
@@ -101,7 +109,10 @@ class ControlServer:
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            line = await reader.readline()
+            try:
+                line = await reader.readline()
+            except (asyncio.LimitOverrunError, ValueError):  # no newline within the limit
+                line = b"x" * (MAX_REQUEST + 1)
             if len(line) > MAX_REQUEST:
                 reply: dict[str, Any] = {"ok": False, "error": "request too large"}
             else:
@@ -115,8 +126,12 @@ class ControlServer:
                     reply = await handle_request(self.table, request)
             writer.write(json.dumps(reply).encode() + b"\n")
             await writer.drain()
-        except (ConnectionError, asyncio.LimitOverrunError, ValueError) as exc:
+        except ConnectionError as exc:
             log.warning("control client error: %s", exc)
+        except asyncio.CancelledError:
+            # The server is stopping.  Python 3.11's start_unix_server logs a
+            # cancelled handler as an error (with a traceback), so end quietly.
+            pass
         finally:
             writer.close()
 
@@ -151,12 +166,20 @@ def control_request(path: Path, request: dict[str, Any], timeout: float = 600.0)
             ) from None
         sock.sendall(json.dumps(request).encode() + b"\n")
         data = b""
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    reply: dict[str, Any] = json.loads(data)
+        try:
+            while not data.endswith(b"\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except OSError as exc:
+            raise ControlError(f"no answer from ovis serve on {path}: {exc}") from None
+    try:
+        reply = json.loads(data)
+    except ValueError:
+        reply = None
+    if not isinstance(reply, dict):
+        raise ControlError(f"ovis serve on {path} gave no answer (see its log)")
     if not reply.get("ok"):
-        raise ControlError(reply.get("error", "request failed"))
+        raise ControlError(str(reply.get("error", "request failed")))
     return reply

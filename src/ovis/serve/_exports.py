@@ -5,8 +5,9 @@ CAN_MULTI_CONN stays true), except that a `cow` export gives each connection
 its own private overlay, discarded when it disconnects (nbd-server -c,
 xnbd --cow-target).  With `cow_persist` there is one overlay, shared and kept.
 
-A `WriteGate` sits above each shared image so that a snapshot can drain the
-writes in flight and hold new ones while it copies the file.
+A `WriteGate` sits above each shared image (above the overlay, with
+`cow_persist`) so that a snapshot can drain the writes in flight and hold new
+ones while it copies the file.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from ovis.nbd._constants import Reply
 from ovis.nbd._dispatch import transmission_flags
 from ovis.nbd._handshake_server import ExportInfo
 
-from ._snapshot import copy_image, snapshot_path
+from ._snapshot import copy_device, copy_image, snapshot_path
 
 log = logging.getLogger("ovis.serve")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -131,10 +132,27 @@ class WriteGate(Filter):
 
 
 class _Borrowed(Filter):
-    """A connection's handle on a shared device: closing it closes nothing below."""
+    """A handle on a shared device: closing it closes nothing below."""
 
     async def aclose(self) -> None:
         return None
+
+
+class _Lease(Filter):
+    """A connection's handle on an export: closing it gives the export back.
+
+    A retired (removed or replaced) export is closed when its last lease is.
+    """
+
+    def __init__(self, export: _OpenExport) -> None:
+        super().__init__(export.shared)
+        self._export: _OpenExport | None = export
+        export.users += 1
+
+    async def aclose(self) -> None:
+        export, self._export = self._export, None
+        if export is not None:
+            await export.release()
 
 
 class _OpenExport:
@@ -143,6 +161,9 @@ class _OpenExport:
         self.image = image
         self.shared = shared  # what connections see, unless each gets its own overlay
         self.capabilities: Capabilities = shared.capabilities
+        self.users = 0  # connections holding a _Lease
+        self.retired = False  # no longer offered: close once users drops to 0
+        self.closed = False
 
     def info(self) -> ExportInfo:
         caps = self.capabilities
@@ -158,11 +179,18 @@ class _OpenExport:
 
     async def device_for_connection(self) -> BlockDevice:
         if self.spec.cow and self.spec.cow_persist is None:
-            return CowFilter(_Borrowed(self.shared))
-        return _Borrowed(self.shared)
+            return CowFilter(_Lease(self))
+        return _Lease(self)
+
+    async def release(self) -> None:
+        self.users -= 1
+        if self.retired and not self.users:
+            await self.aclose()
 
     async def aclose(self) -> None:
-        await self.shared.aclose()
+        if not self.closed:
+            self.closed = True
+            await self.shared.aclose()
 
 
 async def _open_export(spec: ExportSpec) -> _OpenExport:
@@ -179,7 +207,8 @@ async def _open_export(spec: ExportSpec) -> _OpenExport:
     if spec.readonly:
         shared = ReadOnlyFilter(image)
     elif spec.cow_persist is not None:
-        shared = CowFilter(image, overlay_path=spec.cow_persist)
+        # Writes land in the overlay, never in the file: gate them above it.
+        shared = image = WriteGate(CowFilter(file, overlay_path=spec.cow_persist))
     opened = _OpenExport(spec, image, shared)
     if spec.cow and spec.cow_persist is None:
         probe = CowFilter(_Borrowed(shared))  # learn what a per-connection overlay offers
@@ -235,8 +264,43 @@ class ExportTable:
             raise ExportError(f"no export named {name!r}")
         if self.default == name:
             self.default = None
-        self._retired.append(export)
+        await self._retire([export])
         log.info("export %r removed", name)
+
+    async def _retire(self, exports: list[_OpenExport]) -> None:
+        """No longer offered: close each now, or when its last client leaves."""
+        self._retired = [e for e in self._retired if not e.closed]
+        for export in exports:
+            export.retired = True
+            if export.users:
+                self._retired.append(export)  # closed by its last lease (or at exit)
+            else:
+                await export.aclose()
+
+    async def replace_all(self, specs: Sequence[ExportSpec], default: str | None) -> None:
+        """Serve exactly `specs`, in their order: every change is made, or none.
+
+        New and changed exports are opened first; if any cannot be, the table
+        is left as it was.  Unchanged exports keep their open image, and
+        clients of removed or changed ones keep their session.
+        """
+        opened: dict[str, _OpenExport] = {}
+        try:
+            for spec in specs:
+                current = self.exports.get(spec.name)
+                if current is None or current.spec != spec:
+                    opened[spec.name] = await _open_export(spec)
+        except BaseException:
+            for export in opened.values():
+                await export.aclose()
+            raise
+        wanted = {spec.name for spec in specs}
+        retired = [e for n, e in self.exports.items() if n not in wanted or n in opened]
+        self.exports = {
+            spec.name: opened.get(spec.name) or self.exports[spec.name] for spec in specs
+        }
+        self.default = default
+        await self._retire(retired)
 
     def specs(self) -> list[ExportSpec]:
         return [export.spec for export in self.exports.values()]
@@ -246,8 +310,10 @@ class ExportTable:
 
     async def connect(self, export: ExportInfo, peer: str | None) -> BlockDevice:
         opened = self.exports.get(export.name)
-        if opened is None:
-            raise ExportError(f"export {export.name!r} went away")
+        # Replaced since the client was told about it (SIGHUP): its size or
+        # flags may differ from what the client now believes.
+        if opened is None or opened.info() != export:
+            raise ExportError(f"export {export.name!r} went away or changed")
         return await opened.device_for_connection()
 
     async def snapshot(self, name: str, dest: str | None = None) -> str:
@@ -259,7 +325,10 @@ class ExportTable:
         if target.exists():
             raise ExportError(f"snapshot target {target} already exists")
         async with export.image.held():
-            method = await asyncio.to_thread(copy_image, Path(export.spec.path), target)
+            if export.spec.cow_persist is not None:  # the file is not what clients see
+                method = await copy_device(export.shared, target)
+            else:
+                method = await asyncio.to_thread(copy_image, Path(export.spec.path), target)
         log.info("snapshot of %r written to %s (%s)", name, target, method)
         return str(target)
 
