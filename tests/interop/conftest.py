@@ -107,7 +107,7 @@ def tls_qemu_image(served: Served, name: str, cert_dir: Path) -> list[str]:
     ]
 
 
-VARIANTS = ["plain", "readonly", "cow", "unix", "tls"]
+VARIANTS = ["plain", "readonly", "cow", "unix", "tls", "workers", "cow-workers"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,7 +127,7 @@ class Export:
     @property
     def private(self) -> bool:
         """Writes stay in the connection's own overlay (and never reach the image)."""
-        return self.variant == "cow"
+        return self.variant in ("cow", "cow-workers")
 
 
 @pytest.fixture
@@ -143,6 +143,10 @@ def serve_variant(
             args.append("--readonly")
         elif variant == "cow":
             args.append("--cow")
+        elif variant == "workers":  # connections served by worker processes
+            args += ["--workers", "2"]
+        elif variant == "cow-workers":
+            args += ["--cow", "--workers", "2"]
         elif variant == "unix":
             args = [str(image), "--name", name, "--unix", str(tmp_path / "nbd.sock")]
         elif variant == "tls":

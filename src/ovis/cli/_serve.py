@@ -84,6 +84,13 @@ def _size(_ctx: click.Context, _param: click.Parameter, value: str | None) -> in
     callback=_size,
     help="Payload bytes in progress per connection.",
 )
+@click.option(
+    "--workers",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 64),
+    help="Worker processes for negotiated connections (0: serve all in one process).",
+)
 @click.option("--inetd", is_flag=True, help="Serve one client on stdin (inetd mode).")
 @click.option("--control", type=click.Path(), help="Control socket for `ovis export`.")
 @click.option("--log-file", type=click.Path(dir_okay=False))
@@ -113,6 +120,7 @@ def serve(
     max_connections: int,
     max_queue_size: int,
     max_buf_size: int,
+    workers: int,
     inetd: bool,
     control: str | None,
     log_file: str | None,
@@ -161,6 +169,7 @@ def serve(
         tls_cert=tls_cert,
         tls_key=tls_key,
         tls_ca=tls_ca,
+        workers=0 if inetd else workers,
         limits=ServerLimits(
             max_connections=max_connections,
             idle_timeout=idle_timeout,

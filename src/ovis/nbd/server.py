@@ -83,6 +83,7 @@ class NbdServer:
         # Called when a handshake ends; returning True means another process
         # took the socket over (see ovis.serve._workers) and we let it go.
         self.handoff: Callable[[socket.socket, Ready, bytes], bool] | None = None
+        self.external_connections: Callable[[], int] = lambda: 0  # counted elsewhere
         self._servers: list[asyncio.Server] = []
         self._closing = False
 
@@ -156,6 +157,9 @@ class _Connection(asyncio.BufferedProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._released = False
         self._handshake_buffer = bytearray(64 * 1024)
+        # Requests that arrive between the end of the handshake and the device
+        # being ready (pause_reading is a request, not a guarantee).
+        self._early: bytearray | None = None
         self._out: list[Buffer] = []  # replies waiting for _flush_out
         self._out_bytes = 0  # their size: past FLUSH_AT they go out at once
         self._flush_scheduled = False
@@ -168,7 +172,8 @@ class _Connection(asyncio.BufferedProtocol):
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.peer = transport.get_extra_info("peername")[0]
-        if self.server._closing or len(self.server.connections) >= self.limits.max_connections:
+        count = len(self.server.connections) + self.server.external_connections()
+        if self.server._closing or count >= self.limits.max_connections:
             log.warning("refusing connection from %s: server full or stopping", self.peer)
             transport.close()
             return
@@ -191,6 +196,8 @@ class _Connection(asyncio.BufferedProtocol):
         if self.tx is not None:
             self.tx.buffer_updated(nbytes)
             self._pump()
+        elif self._early is not None:  # negotiated, device still opening
+            self._early += self._handshake_buffer[:nbytes]
         elif self.handshake is not None:
             self.handshake.receive_data(self._handshake_buffer[:nbytes])
             self._drive_handshake()
@@ -243,16 +250,17 @@ class _Connection(asyncio.BufferedProtocol):
     def _start_transmission(self, ready: Ready, trailing: bytes) -> None:
         transport = self.transport
         assert transport is not None
+        self._early = bytearray(trailing)
         transport.pause_reading()
         self.reading = False
         handoff = self.server.handoff
         if handoff is not None and not ready.tls and not transport.get_write_buffer_size():
             sock = transport.get_extra_info("socket")
-            if sock is not None and handoff(sock, ready, trailing):
+            if sock is not None and handoff(sock, ready, bytes(self._early)):
                 self.handshake = None
                 transport.close()  # the other process holds its own copy of the socket
                 return
-        self._keep(self.loop.create_task(self._attach(ready, trailing)))
+        self._keep(self.loop.create_task(self._attach(ready)))
 
     async def _start_tls(self) -> None:
         assert self.transport is not None and self.handshake is not None
@@ -270,7 +278,7 @@ class _Connection(asyncio.BufferedProtocol):
         self.handshake.tls_started()
         self._drive_handshake()
 
-    async def _attach(self, ready: Ready, trailing: bytes) -> None:
+    async def _attach(self, ready: Ready) -> None:
         assert self.transport is not None
         try:
             device = await self.server.backend.connect(ready.export, self.peer)
@@ -298,8 +306,9 @@ class _Connection(asyncio.BufferedProtocol):
             self._timer.cancel()
         if self.limits.idle_timeout:
             self._timer = self.loop.call_later(self.limits.idle_timeout, self._check_idle)
-        if trailing:
-            self.tx.receive_data(trailing)
+        early, self._early = self._early, None
+        if early:
+            self.tx.receive_data(early)
         self._pump()
 
     # -- transmission ----------------------------------------------------------

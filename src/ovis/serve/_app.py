@@ -17,13 +17,14 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
-from ovis.nbd._handshake_server import TLSMode
+from ovis.nbd._handshake_server import Ready, TLSMode
 from ovis.nbd.server import NbdServer, ServerLimits
 
 from ._config import load_config
 from ._control import ControlServer
 from ._exports import ExportSpec, ExportTable
 from ._tls import server_context
+from ._workers import WorkerPool
 
 log = logging.getLogger("ovis.serve")
 
@@ -47,6 +48,7 @@ class ServeOptions:
     tls_key: str | None = None
     tls_ca: str | None = None
     limits: ServerLimits = dataclasses.field(default_factory=ServerLimits)
+    workers: int = 0  # processes serving negotiated connections; 0: all in this one
 
 
 def systemd_sockets() -> list[socket.socket]:
@@ -74,6 +76,7 @@ class ServeApp:
             self.table, limits=options.limits, tls=tls, tls_mode=options.tls_mode
         )
         self.control: ControlServer | None = None
+        self.pool: WorkerPool | None = None
         self._reloading = asyncio.Lock()
 
     async def run(self) -> int:
@@ -84,6 +87,8 @@ class ServeApp:
                 await self.server.serve_connected(socket.socket(fileno=0))
                 return 0
             where = await self._listen()
+            if self.options.workers:
+                self._start_workers()
             if self.options.control is not None:
                 self.control = ControlServer(self.table, self.options.control)
                 await self.control.start()
@@ -92,11 +97,26 @@ class ServeApp:
             await self.stop.wait()
             log.info("stopping: draining in-flight requests")
             await self.server.drain()
+            if self.pool is not None:
+                await self.pool.drain()
             return 0
         finally:
             if self.control is not None:
                 await self.control.aclose()
             await self.table.aclose()
+
+    def _start_workers(self) -> None:
+        pool = self.pool = WorkerPool(self.options.workers, self.options.limits)
+        pool.start()
+        table = self.table
+
+        def hand_over(sock: socket.socket, ready: Ready, trailing: bytes) -> bool:
+            export = table.exports.get(ready.export.name)
+            return export is not None and pool.hand_over(sock, export.spec, ready, trailing)
+
+        self.server.handoff = hand_over
+        self.server.external_connections = lambda: pool.handed_connections
+        table.hold_elsewhere = pool.held
 
     async def _listen(self) -> str:
         passed = systemd_sockets()

@@ -17,7 +17,8 @@ import contextlib
 import dataclasses
 import ipaddress
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 from ovis.block._cow import CowFilter
@@ -246,6 +247,8 @@ class ExportTable:
     """The exports one server offers; implements nbd.server.ExportBackend."""
 
     def __init__(self, default: str | None = None) -> None:
+        # Set when other processes serve these exports too (see _workers).
+        self.hold_elsewhere: Callable[[str], AbstractAsyncContextManager[None]] | None = None
         self.exports: dict[str, _OpenExport] = {}
         self.default = default
         self.stopping = False
@@ -316,6 +319,12 @@ class ExportTable:
             raise ExportError(f"export {export.name!r} went away or changed")
         return await opened.device_for_connection()
 
+    def _held_elsewhere(self, name: str) -> AbstractAsyncContextManager[None]:
+        """Writes to `name` held in other processes too (worker processes)."""
+        if self.hold_elsewhere is None:
+            return contextlib.nullcontext()
+        return self.hold_elsewhere(name)
+
     async def snapshot(self, name: str, dest: str | None = None) -> str:
         """A crash-consistent copy of the export's image, taken while it is served."""
         export = self.exports.get(name)
@@ -324,7 +333,7 @@ class ExportTable:
         target = Path(dest) if dest else snapshot_path(Path(export.spec.path))
         if target.exists():
             raise ExportError(f"snapshot target {target} already exists")
-        async with export.image.held():
+        async with self._held_elsewhere(name), export.image.held():
             if export.spec.cow_persist is not None:  # the file is not what clients see
                 method = await copy_device(export.shared, target)
             else:
