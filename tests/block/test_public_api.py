@@ -18,6 +18,7 @@ def test_all_lists_the_public_names() -> None:
         "FileDevice",
         "Filter",
         "MemoryDevice",
+        "NbdDevice",
         "ReadOnlyFilter",
     ]
 

@@ -1,6 +1,6 @@
 """The block layer: one BlockDevice interface, leaves and stackable filters.
 
-A stack is a leaf (file, memory) under filters (read-only, copy-on-write,
+A stack is a leaf (file, memory, a remote NBD export) under filters (read-only, copy-on-write,
 fault injection), wrapped once in `CheckedDevice`, which is where every
 request is checked.  `ovis.block.testing.check_block_device` is the
 conformance suite every device must pass.
@@ -12,6 +12,7 @@ from ovis.block._device import BlockDevice, BlockError, Capabilities, Extent, Fi
 from ovis.block._faults import DelayFilter, ErrorFilter
 from ovis.block._file import FileDevice
 from ovis.block._memory import MemoryDevice
+from ovis.block._nbd import NbdDevice
 from ovis.block._readonly import ReadOnlyFilter
 
 __all__ = [
@@ -26,5 +27,6 @@ __all__ = [
     "FileDevice",
     "Filter",
     "MemoryDevice",
+    "NbdDevice",
     "ReadOnlyFilter",
 ]

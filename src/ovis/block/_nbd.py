@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import ssl
+from types import TracebackType
 
 from ovis.block._device import BlockDevice, BlockError, Buffer, Capabilities, Extent, MiB
 from ovis.nbd._constants import BASE_ALLOCATION, Errno, StateFlag
@@ -41,16 +42,34 @@ _MAX_BLOCK = 32 * MiB
 _MAX_NO_PAYLOAD = 1 << 30
 
 
-def _translate(exc: Exception) -> BlockError:
-    if isinstance(exc, NbdError):
-        try:
-            code = Errno(exc.errno)
-        except ValueError:
-            code = Errno.EIO
-        if code is Errno.OK:
-            code = Errno.EIO
-        return BlockError(code, f"remote: {exc}")
-    return BlockError(Errno.EIO, f"remote connection: {exc}")
+class _RemoteErrors:
+    """`with _remote_errors:` turns NbdError and connection errors into BlockError.
+
+    A class rather than @contextmanager, as in _checked.py: it runs on every
+    request, and a stateless singleton costs no generator per call.
+    """
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if isinstance(exc, NbdError):
+            try:
+                code = Errno(exc.errno)
+            except ValueError:
+                code = Errno.EIO
+            code = Errno.EIO if code is Errno.OK else code
+            raise BlockError(code, f"remote: {exc}") from exc
+        if isinstance(exc, OSError):  # ConnectionError included
+            raise BlockError(Errno.EIO, f"remote connection: {exc}") from exc
+
+
+_remote_errors = _RemoteErrors()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -122,7 +141,7 @@ class NbdDevice(BlockDevice):
         ]
 
     async def read(self, offset: int, length: int) -> Buffer:
-        try:
+        with _remote_errors:
             if length <= self._limits.max_request:
                 return await self._client.read(offset, length)
             parts = await asyncio.gather(
@@ -131,14 +150,12 @@ class NbdDevice(BlockDevice):
                     for o, n in self._pieces(offset, length, self._limits.max_request)
                 )
             )
-        except (NbdError, OSError) as exc:
-            raise _translate(exc) from exc
         return b"".join(parts)
 
     async def write(self, offset: int, data: Buffer, *, fua: bool = False) -> None:
         view = memoryview(data).cast("B")
         native = fua and self._native_fua
-        try:
+        with _remote_errors:
             if len(view) <= self._limits.max_request:
                 await self._client.write(offset, view, fua=native)
             else:
@@ -150,26 +167,20 @@ class NbdDevice(BlockDevice):
                 )
             if fua and not native:
                 await self._client.flush()
-        except (NbdError, OSError) as exc:
-            raise _translate(exc) from exc
 
     async def flush(self) -> None:
         if not self._caps.can_flush:
             return  # the remote has no write cache to flush
-        try:
+        with _remote_errors:
             await self._client.flush()
-        except (NbdError, OSError) as exc:
-            raise _translate(exc) from exc
 
     async def trim(self, offset: int, length: int, *, fua: bool = False) -> None:
         native = fua and self._native_fua
-        try:
+        with _remote_errors:
             for o, n in self._pieces(offset, length, _MAX_NO_PAYLOAD):
                 await self._client.trim(o, n, fua=native)
             if fua and not native:
                 await self._client.flush()
-        except (NbdError, OSError) as exc:
-            raise _translate(exc) from exc
 
     async def zero(
         self,
@@ -184,31 +195,25 @@ class NbdDevice(BlockDevice):
             await super().zero(offset, length, may_trim=may_trim, fast=fast, fua=fua)
             return
         native = fua and self._native_fua
-        try:
+        with _remote_errors:
             for o, n in self._pieces(offset, length, _MAX_NO_PAYLOAD):
                 await self._client.zero(o, n, may_trim=may_trim, fast=fast, fua=native)
             if fua and not native:
                 await self._client.flush()
-        except (NbdError, OSError) as exc:
-            raise _translate(exc) from exc
 
     async def cache(self, offset: int, length: int) -> None:
         if not self._caps.can_cache:
             return  # a hint the remote cannot take
-        try:
+        with _remote_errors:
             for o, n in self._pieces(offset, length, _MAX_NO_PAYLOAD):
                 await self._client.cache(o, n)
-        except (NbdError, OSError) as exc:
-            raise _translate(exc) from exc
 
     async def extents(self, offset: int, length: int) -> list[Extent]:
         if not self._caps.can_extents:
             return [Extent(length)]
         asked = min(length, _MAX_NO_PAYLOAD)
-        try:
+        with _remote_errors:
             raw = await self._client.block_status(offset, asked)
-        except (NbdError, OSError) as exc:
-            raise _translate(exc) from exc
         # The last extent may run past the request: clip it, as callers rely
         # on extents never describing more than they asked for.
         out: list[Extent] = []
