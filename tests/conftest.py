@@ -50,6 +50,8 @@ def start_ovis(args: list[str], workdir: Path, *, timeout: float = 15) -> Served
     log = workdir / f"ovis-{time.monotonic_ns()}.log"
     control = workdir / f"control-{time.monotonic_ns()}.sock"
     extra = [] if "--inetd" in args or "--control" in args else ["--control", str(control)]
+    if not {"--port", "--unix", "--inetd"} & set(args):
+        extra += ["--port", "0"]  # never the default port: other servers may hold it
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [*OVIS, "serve", *args, *extra, "-v"], stdout=out, stderr=subprocess.STDOUT, text=True

@@ -5,9 +5,8 @@ from __future__ import annotations
 import click
 
 from ._export import export
-from ._node import node
+from ._migrate import migrate
 from ._serve import serve
-from ._vdi import vdi
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,7 +17,6 @@ def main() -> None:
 
 main.add_command(serve)
 main.add_command(export)
-main.add_command(node)
-main.add_command(vdi)
+main.add_command(migrate)
 
 __all__ = ["main"]

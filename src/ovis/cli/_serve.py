@@ -49,6 +49,20 @@ def _size(_ctx: click.Context, _param: click.Parameter, value: str | None) -> in
 @click.option("--readonly", is_flag=True, help="Refuse writes (EPERM).")
 @click.option("--cow", is_flag=True, help="Private copy-on-write overlay per connection.")
 @click.option("--cow-persist", type=click.Path(dir_okay=False), help="Keep one overlay here.")
+@click.option(
+    "--proxy",
+    "proxy",
+    metavar="URI",
+    help="Proxy mode: serve the export at URI, caching it locally (xnbd --proxy).",
+)
+@click.option("--cache", type=click.Path(dir_okay=False), help="Proxy mode: the local cache.")
+@click.option("--bitmap", type=click.Path(dir_okay=False), help="Proxy mode: cached-block map.")
+@click.option("--max-rate", callback=_size, help="Proxy mode: background fill rate per second.")
+@click.option(
+    "--auto-switch",
+    is_flag=True,
+    help="Proxy mode: stop using the source once everything is cached.",
+)
 @click.option("--allow", multiple=True, help="Allowed client address or CIDR (repeatable).")
 @click.option("--size", callback=_size, help="Override the export size (e.g. 10G).")
 @click.option(
@@ -121,6 +135,11 @@ def serve(
     max_queue_size: int,
     max_buf_size: int,
     workers: int,
+    proxy: str | None,
+    cache: str | None,
+    bitmap: str | None,
+    max_rate: int | None,
+    auto_switch: bool,
     inetd: bool,
     control: str | None,
     log_file: str | None,
@@ -129,7 +148,17 @@ def serve(
     daemonize: bool,
     verbose: int,
 ) -> None:
-    """Serve IMAGE (or the exports of --config) over NBD."""
+    """Serve IMAGE (or the exports of --config, or a --proxy source) over NBD."""
+    if proxy is not None:
+        if image is not None or config is not None:
+            raise click.UsageError("--proxy serves its source: give no IMAGE or --config")
+        if cache is None or bitmap is None:
+            raise click.UsageError("--proxy needs --cache FILE and --bitmap FILE")
+        image = cache
+        if not Path(cache).exists():
+            Path(cache).touch()  # the proxy sizes it to the source
+    elif cache or bitmap or max_rate or auto_switch:
+        raise click.UsageError("--cache, --bitmap, --max-rate and --auto-switch need --proxy")
     if (image is None) == (config is None):
         raise click.UsageError("give an IMAGE to serve, or --config FILE (not both)")
     try:
@@ -151,6 +180,10 @@ def serve(
                 description=description,
                 allow=parse_allow(allow, "--allow"),
                 size=size,
+                proxy=proxy,
+                bitmap=str(Path(bitmap).resolve()) if bitmap else None,
+                max_rate=max_rate,
+                auto_switch=auto_switch,
             )
             exports, default = [spec], export_name
     except _FAILURES as exc:

@@ -3,7 +3,8 @@
 from ._app import ServeApp, ServeError, ServeOptions, run
 from ._config import ConfigError, load_config
 from ._control import ControlError, control_request, default_control_path
-from ._exports import ExportError, ExportSpec, ExportTable
+from ._exports import ExportTable
+from ._spec import ExportError, ExportSpec
 from ._tls import TLSConfigError, client_context, server_context
 
 __all__ = [

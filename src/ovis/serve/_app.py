@@ -22,7 +22,8 @@ from ovis.nbd.server import NbdServer, ServerLimits
 
 from ._config import load_config
 from ._control import ControlServer
-from ._exports import ExportSpec, ExportTable
+from ._exports import ExportTable
+from ._spec import ExportSpec
 from ._tls import server_context
 from ._workers import WorkerPool
 

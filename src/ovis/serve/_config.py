@@ -23,7 +23,7 @@ from typing import Any
 
 from ovis._units import parse_size
 
-from ._exports import ExportSpec, Network
+from ._spec import ExportSpec, Network
 
 _EXPORT_KEYS = {"path", "description", "readonly", "cow", "cow_persist", "allow", "size"}
 

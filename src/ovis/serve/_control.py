@@ -6,6 +6,9 @@ One JSON request per connection, one JSON reply:
     {"op": "add", "export": {...}}          -> {"ok": true}
     {"op": "remove", "name": "disk"}        -> {"ok": true}
     {"op": "snapshot", "name": "disk"}      -> {"ok": true, "paths": ["..."]}
+    {"op": "migrate-start", "name": "disk", "destination": URI, "max_rate": N|null}
+    {"op": "migrate-status|migrate-cancel|migrate-complete|migrate-switch", "name": "disk"}
+                                            -> {"ok": true, "status": {...}}
 
 Failures come back as {"ok": false, "error": "one line"}.  The socket lives
 in a directory only its user can enter.
@@ -26,7 +29,8 @@ from typing import Any
 from ovis._units import parse_size
 
 from ._config import ConfigError, parse_allow
-from ._exports import ExportError, ExportSpec, ExportTable
+from ._exports import ExportTable
+from ._spec import ExportError, ExportSpec
 
 log = logging.getLogger("ovis.serve")
 MAX_REQUEST = 64 * 1024
@@ -82,11 +86,36 @@ async def handle_request(table: ExportTable, request: dict[str, Any]) -> dict[st
         if op == "snapshot":
             paths = [await table.snapshot(name)] if name else await table.snapshot_all()
             return {"ok": True, "paths": paths}
+        if isinstance(op, str) and op.startswith("migrate-"):
+            return {"ok": True, "status": await _migrate(table, op, str(name), request)}
     except (ExportError, ControlError) as exc:
         return {"ok": False, "error": str(exc)}
     except OSError as exc:
         return {"ok": False, "error": f"{op} failed: {exc.strerror or exc}"}
     return {"ok": False, "error": f"unknown op {op!r}"}
+
+
+async def _migrate(
+    table: ExportTable, op: str, name: str, request: dict[str, Any]
+) -> dict[str, Any]:
+    migration = table.migration(name)
+    if op == "migrate-status":
+        return migration.status()
+    if op == "migrate-start":
+        if table.hold_elsewhere is not None:
+            # A mirror tracks writes in this process; workers' writes would escape it.
+            raise ControlError("ovis migrate needs a server running without --workers")
+        destination, rate = request.get("destination"), request.get("max_rate")
+        if not isinstance(destination, str) or not isinstance(rate, int | float | None):
+            raise ControlError("malformed request: needs 'destination' (and a numeric max_rate)")
+        return await migration.start(destination, max_rate=rate)
+    if op == "migrate-cancel":
+        return await migration.cancel()
+    if op == "migrate-complete":
+        return await migration.complete()
+    if op == "migrate-switch":
+        return await migration.switch()
+    raise ControlError(f"unknown op {op!r}")
 
 
 class ControlServer:

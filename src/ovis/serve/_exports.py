@@ -5,131 +5,37 @@ CAN_MULTI_CONN stays true), except that a `cow` export gives each connection
 its own private overlay, discarded when it disconnects (nbd-server -c,
 xnbd --cow-target).  With `cow_persist` there is one overlay, shared and kept.
 
-A `WriteGate` sits above each shared image (above the overlay, with
-`cow_persist`) so that a snapshot can drain the writes in flight and hold new
-ones while it copies the file.
+The shared stack, bottom up: the data (image file, persisted overlay, or a
+proxy cache filling from a remote source), a `MirrorFilter` for live
+migration (a pass-through until a job attaches), a `WriteGate` so that a
+snapshot or a migration can drain writes and hold new ones, and a read-only
+filter for read-only exports.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import ipaddress
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 from ovis.block._cow import CowFilter
-from ovis.block._device import BlockDevice, Capabilities, Filter
+from ovis.block._device import BlockDevice, BlockError, Capabilities, Filter
 from ovis.block._file import FileDevice
 from ovis.block._readonly import ReadOnlyFilter
+from ovis.migrate import MirrorFilter, ProxyFilter, open_proxy
 from ovis.nbd._constants import Reply
 from ovis.nbd._dispatch import transmission_flags
 from ovis.nbd._handshake_server import ExportInfo
 
+from ._gate import WriteGate
+from ._migration import ExportMigration
 from ._snapshot import copy_device, copy_image, snapshot_path
+from ._spec import ExportError, ExportSpec
 
 log = logging.getLogger("ovis.serve")
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-class ExportError(Exception):
-    """An export cannot be added, found or changed; the message is one line for users."""
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class ExportSpec:
-    name: str
-    path: str
-    readonly: bool = False
-    cow: bool = False
-    cow_persist: str | None = None
-    description: str = ""
-    allow: tuple[Network, ...] = ()  # empty: everyone
-    size: int | None = None
-
-    def allows(self, peer: str | None) -> bool:
-        if not self.allow or peer is None:  # unix-socket clients are local users
-            return True
-        try:
-            address = ipaddress.ip_address(peer.split("%", 1)[0])
-        except ValueError:
-            return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            address = address.ipv4_mapped
-        return any(address in network for network in self.allow)
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "path": self.path,
-            "readonly": self.readonly,
-            "cow": self.cow,
-            "cow_persist": self.cow_persist,
-            "description": self.description,
-            "allow": [str(n) for n in self.allow],
-            "size": self.size,
-        }
-
-
-class WriteGate(Filter):
-    """Counts writes in flight and can hold new ones while a snapshot is taken."""
-
-    def __init__(self, next: BlockDevice) -> None:
-        super().__init__(next)
-        self._in_flight = 0
-        self._open = asyncio.Event()
-        self._open.set()
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    @contextlib.asynccontextmanager
-    async def _writing(self) -> AsyncIterator[None]:
-        while not self._open.is_set():
-            await self._open.wait()
-        self._in_flight += 1
-        self._idle.clear()
-        try:
-            yield
-        finally:
-            self._in_flight -= 1
-            if not self._in_flight:
-                self._idle.set()
-
-    @contextlib.asynccontextmanager
-    async def held(self) -> AsyncIterator[None]:
-        """Drain the writes in flight and hold new ones until the block exits."""
-        self._open.clear()
-        try:
-            await self._idle.wait()
-            await self.next.flush()
-            yield
-        finally:
-            self._open.set()
-
-    async def write(
-        self, offset: int, data: bytes | bytearray | memoryview, *, fua: bool = False
-    ) -> None:
-        async with self._writing():
-            await self.next.write(offset, data, fua=fua)
-
-    async def trim(self, offset: int, length: int, *, fua: bool = False) -> None:
-        async with self._writing():
-            await self.next.trim(offset, length, fua=fua)
-
-    async def zero(
-        self,
-        offset: int,
-        length: int,
-        *,
-        may_trim: bool = False,
-        fast: bool = False,
-        fua: bool = False,
-    ) -> None:
-        async with self._writing():
-            await self.next.zero(offset, length, may_trim=may_trim, fast=fast, fua=fua)
 
 
 class _Borrowed(Filter):
@@ -157,8 +63,11 @@ class _Lease(Filter):
 
 
 class _OpenExport:
-    def __init__(self, spec: ExportSpec, image: WriteGate, shared: BlockDevice) -> None:
+    def __init__(
+        self, spec: ExportSpec, image: WriteGate, shared: BlockDevice, migration: ExportMigration
+    ) -> None:
         self.spec = spec
+        self.migration = migration
         self.image = image
         self.shared = shared  # what connections see, unless each gets its own overlay
         self.capabilities: Capabilities = shared.capabilities
@@ -191,26 +100,44 @@ class _OpenExport:
     async def aclose(self) -> None:
         if not self.closed:
             self.closed = True
+            await self.migration.aclose()
             await self.shared.aclose()
 
 
-async def _open_export(spec: ExportSpec) -> _OpenExport:
-    path = Path(spec.path)
-    if not path.exists():
+async def _open_bottom(spec: ExportSpec) -> tuple[BlockDevice, ProxyFilter | None]:
+    """The device that holds the export's data: file, persisted overlay or proxy cache."""
+    if spec.proxy is not None:
+        assert spec.bitmap is not None
+        try:
+            proxy = await open_proxy(
+                spec.proxy,
+                spec.path,
+                spec.bitmap,
+                max_rate=spec.max_rate,
+                auto_switch=spec.auto_switch,
+            )
+        except (OSError, ValueError, BlockError) as exc:
+            raise ExportError(f"export {spec.name!r}: cannot proxy {spec.proxy}: {exc}") from None
+        proxy.start_fill()
+        return proxy, proxy
+    if not Path(spec.path).exists():
         raise ExportError(f"export {spec.name!r}: image {spec.path} does not exist")
     readonly = spec.readonly or spec.cow  # a cow export never writes its base
     try:
         file = FileDevice(spec.path, readonly=readonly, size=spec.size)
     except OSError as exc:
         raise ExportError(f"export {spec.name!r}: cannot open {spec.path}: {exc.strerror}") from exc
-    image = WriteGate(file)
-    shared: BlockDevice = image
-    if spec.readonly:
-        shared = ReadOnlyFilter(image)
-    elif spec.cow_persist is not None:
-        # Writes land in the overlay, never in the file: gate them above it.
-        shared = image = WriteGate(CowFilter(file, overlay_path=spec.cow_persist))
-    opened = _OpenExport(spec, image, shared)
+    if spec.cow_persist is not None:  # writes land in the overlay, never in the file
+        return CowFilter(file, overlay_path=spec.cow_persist), None
+    return file, None
+
+
+async def _open_export(spec: ExportSpec) -> _OpenExport:
+    bottom, proxy = await _open_bottom(spec)
+    mirror = MirrorFilter(bottom)
+    image = WriteGate(mirror)
+    shared: BlockDevice = ReadOnlyFilter(image) if spec.readonly else image
+    opened = _OpenExport(spec, image, shared, ExportMigration(spec.name, image, mirror, proxy))
     if spec.cow and spec.cow_persist is None:
         probe = CowFilter(_Borrowed(shared))  # learn what a per-connection overlay offers
         opened.capabilities = probe.capabilities
@@ -334,12 +261,18 @@ class ExportTable:
         if target.exists():
             raise ExportError(f"snapshot target {target} already exists")
         async with self._held_elsewhere(name), export.image.held():
-            if export.spec.cow_persist is not None:  # the file is not what clients see
+            if export.spec.shared_state:  # the file alone is not what clients see
                 method = await copy_device(export.shared, target)
             else:
                 method = await asyncio.to_thread(copy_image, Path(export.spec.path), target)
         log.info("snapshot of %r written to %s (%s)", name, target, method)
         return str(target)
+
+    def migration(self, name: str) -> ExportMigration:
+        export = self.exports.get(name)
+        if export is None:
+            raise ExportError(f"no export named {name!r}")
+        return export.migration
 
     async def snapshot_all(self) -> list[str]:
         return [await self.snapshot(name) for name in list(self.exports)]

@@ -16,8 +16,9 @@ from typing import Any
 
 from ovis.nbd.server import NbdServer, ServerLimits
 
-from ._exports import ExportSpec, ExportTable
-from ._workers import MAX_MESSAGE, ready_from_dict, spec_from_dict
+from ._exports import ExportTable
+from ._spec import ExportSpec
+from ._workers import MAX_MESSAGE, ready_from_dict
 
 log = logging.getLogger("ovis.serve.worker")
 
@@ -76,7 +77,7 @@ class Worker:
     async def connect(self, message: dict[str, Any], fd: int) -> None:
         sock = socket.socket(fileno=fd)
         try:
-            await self._ensure_export(spec_from_dict(message["spec"]))
+            await self._ensure_export(ExportSpec.from_dict(message["spec"]))
             ready = ready_from_dict(message["ready"])
             protocol = await self.server.adopt(sock, ready, bytes.fromhex(message["trailing"]))
         except Exception as exc:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import logging
 import os
@@ -34,7 +33,7 @@ from typing import Any
 from ovis.nbd._handshake_server import ExportInfo, Ready
 from ovis.nbd.server import ServerLimits
 
-from ._exports import ExportSpec
+from ._spec import ExportSpec
 
 log = logging.getLogger("ovis.serve")
 MAX_MESSAGE = 256 * 1024
@@ -57,21 +56,6 @@ def ready_to_dict(ready: Ready) -> dict[str, Any]:
         "extended": ready.extended,
         "contexts": {str(k): v for k, v in ready.meta_contexts.items()},
     }
-
-
-def spec_from_dict(raw: dict[str, Any]) -> ExportSpec:
-    """The inverse of ExportSpec.to_dict."""
-    allow = tuple(ipaddress.ip_network(n) for n in raw["allow"])
-    return ExportSpec(
-        name=raw["name"],
-        path=raw["path"],
-        readonly=raw["readonly"],
-        cow=raw["cow"],
-        cow_persist=raw["cow_persist"],
-        description=raw["description"],
-        allow=allow,
-        size=raw["size"],
-    )
 
 
 def ready_from_dict(raw: dict[str, Any]) -> Ready:
@@ -138,8 +122,8 @@ class WorkerPool:
     ) -> bool:
         """Give a negotiated connection to the least busy worker; False to keep it."""
         alive = [w for w in self.workers if w.proc.poll() is None]
-        if not alive or spec.cow_persist is not None:
-            return False  # a shared overlay lives in this process only
+        if not alive or spec.shared_state:
+            return False  # a shared overlay or proxy cache lives in this process only
         worker = min(alive, key=lambda w: w.connections)
         message = {
             "op": "connect",

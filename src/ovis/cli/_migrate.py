@@ -1,0 +1,97 @@
+"""`ovis migrate start|status|cancel|complete|switch`: live storage migration of an export."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from ovis._units import format_size
+
+from ._export import _call, _control_option
+
+
+def _show(status: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(status, indent=2))
+        return
+    mirror, proxy = status.get("mirror"), status.get("proxy")
+    if mirror is not None:
+        click.echo(
+            f"mirror {status['export']}: {mirror['state']}, pass {mirror['iterations']}, "
+            f"copied {format_size(mirror['copied_bytes'])}, "
+            f"dirty {format_size(mirror['dirty_bytes'])}"
+        )
+        for p in mirror["passes"]:
+            click.echo(
+                f"  pass {p['iteration']}: {format_size(p['dirty_bytes'])} dirty at start, "
+                f"{format_size(p['copied_bytes'])} copied in {p['seconds']:.2f}s"
+            )
+        if mirror.get("downtime_ms") is not None:
+            click.echo(f"  final pause (writes held): {mirror['downtime_ms']:.1f} ms")
+        if mirror.get("error"):
+            click.echo(f"  error: {mirror['error']}")
+    if proxy is not None:
+        state = (
+            "switched"
+            if proxy["switched"]
+            else "complete"
+            if proxy["complete"]
+            else ("filling" if proxy["filling"] else "idle")
+        )
+        click.echo(
+            f"proxy {status['export']}: {state}, {proxy['fraction'] * 100:.1f}% cached "
+            f"({proxy['cached_blocks']}/{proxy['total_blocks']} blocks), "
+            f"fetched {format_size(proxy['fetched_bytes'])}"
+        )
+        if proxy.get("fill_error"):
+            click.echo(f"  fill error: {proxy['fill_error']}")
+    if mirror is None and proxy is None:
+        click.echo(f"{status['export']}: no migration")
+    if status.get("retired"):
+        click.echo(f"{status['export']}: migrated away; writes here are refused")
+
+
+_json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+
+@click.group()
+def migrate() -> None:
+    """Move an export's data to another server while it is in use."""
+
+
+@migrate.command("start")
+@click.argument("export")
+@click.argument("destination", metavar="nbd://DEST")
+@click.option("--max-rate", type=click.IntRange(1), help="Copy rate limit in bytes/s.")
+@_control_option
+@_json_option
+def start(
+    export: str, destination: str, max_rate: int | None, control: str | None, as_json: bool
+) -> None:
+    """Start mirroring EXPORT to the NBD export at DEST (pre-copy)."""
+    request = {
+        "op": "migrate-start",
+        "name": export,
+        "destination": destination,
+        "max_rate": max_rate,
+    }
+    _show(_call(control, request)["status"], as_json)
+
+
+def _simple(op: str, doc: str) -> click.Command:
+    @click.argument("export")
+    @_control_option
+    @_json_option
+    def command(export: str, control: str | None, as_json: bool) -> None:
+        _show(_call(control, {"op": f"migrate-{op}", "name": export})["status"], as_json)
+
+    command.__doc__ = doc
+    return migrate.command(op)(command)
+
+
+_simple("status", "Show the progress of EXPORT's mirror job or proxy fill.")
+_simple("cancel", "Stop EXPORT's mirror job; the source stays untouched and writable.")
+_simple("complete", "Wait until EXPORT's mirror is ready, then make the destination authoritative.")
+_simple("switch", "Stop using the source of a fully cached proxy export.")
