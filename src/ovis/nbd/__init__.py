@@ -38,7 +38,8 @@ from ._handshake_server import (
     StartTLS,
     TLSMode,
 )
-from ._transmission import ClientTransmission, ServerTransmission
+from ._transmission import ServerTransmission
+from ._transmission_client import ClientTransmission
 
 __all__ = [
     "BASE_ALLOCATION",

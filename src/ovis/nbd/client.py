@@ -43,7 +43,7 @@ from ._handshake_client import (
     Listed,
 )
 from ._handshake_server import StartTLS
-from ._transmission import ClientTransmission
+from ._transmission_client import ClientTransmission
 
 
 class NbdError(Exception):

@@ -1,11 +1,7 @@
-"""The asyncio shell around the NBD state machines: one Protocol per connection.
+"""The asyncio NBD server: listeners, limits, and the backend that supplies exports.
 
-Each connection goes handshake → attach (the backend opens a device for the
-chosen export) → transmission → release.  Requests start eagerly and become
-tasks only if they must wait, so replies may go out of order.  Memory is
-bounded per connection by `ServerLimits`: reading from the socket pauses while
-too many requests or too many payload bytes are in progress, or while the peer
-is not reading our replies.
+Each connection (see _connection) goes handshake → attach (the backend opens
+a device for the chosen export) → transmission → release.
 """
 
 from __future__ import annotations
@@ -15,32 +11,21 @@ import dataclasses
 import logging
 import socket
 import ssl
-import time
 from collections.abc import Callable
-from typing import Protocol, cast
+from typing import Protocol
 
-from ovis.block._checked import CheckedDevice
 from ovis.block._device import BlockDevice
 
-from ._constants import Command, Errno
-from ._dispatch import Dispatcher
-from ._eager import start_eagerly
-from ._errors import ProtocolError
-from ._events import NEED_DATA, Buffer, ErrorChunk, Reply, Request, SimpleReply
+from ._connection import Connection
 from ._handshake_server import (
-    Aborted,
     ExportCatalog,
     ExportInfo,
     Ready,
-    ServerHandshake,
-    StartTLS,
     TLSMode,
 )
-from ._transmission import ServerTransmission
 
 log = logging.getLogger("ovis.nbd")
 MiB = 1024 * 1024
-FLUSH_AT = 256 * 1024  # reply bytes coalesced before they must go to the transport
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -79,7 +64,7 @@ class NbdServer:
         self.limits = limits or ServerLimits()
         self.tls = tls
         self.tls_mode = tls_mode
-        self.connections: set[_Connection] = set()
+        self.connections: set[Connection] = set()
         # Called when a handshake ends; returning True means another process
         # took the socket over (see ovis.serve._workers) and we let it go.
         self.handoff: Callable[[socket.socket, Ready, bytes], bool] | None = None
@@ -87,8 +72,8 @@ class NbdServer:
         self._servers: list[asyncio.Server] = []
         self._closing = False
 
-    def _protocol(self) -> _Connection:
-        return _Connection(self)
+    def _protocol(self) -> Connection:
+        return Connection(self)
 
     async def listen_tcp(self, host: str | None, port: int) -> list[socket.socket]:
         loop = asyncio.get_running_loop()
@@ -115,11 +100,11 @@ class NbdServer:
         _, protocol = await loop.connect_accepted_socket(self._protocol, sock)
         await protocol.closed.wait()
 
-    async def adopt(self, sock: socket.socket, ready: Ready, trailing: bytes) -> _Connection:
+    async def adopt(self, sock: socket.socket, ready: Ready, trailing: bytes) -> Connection:
         """Serve a socket whose handshake another process finished (`ready`)."""
         loop = asyncio.get_running_loop()
         _, protocol = await loop.connect_accepted_socket(
-            lambda: _Connection(self, adopted=(ready, trailing)), sock
+            lambda: Connection(self, adopted=(ready, trailing)), sock
         )
         return protocol
 
@@ -131,333 +116,3 @@ class NbdServer:
         for server in self._servers:
             await server.wait_closed()
         await asyncio.gather(*(c.drain() for c in list(self.connections)))
-
-
-class _Connection(asyncio.BufferedProtocol):
-    def __init__(self, server: NbdServer, adopted: tuple[Ready, bytes] | None = None) -> None:
-        self.server = server
-        self.adopted = adopted
-        self.limits = server.limits
-        self.loop = asyncio.get_running_loop()
-        self.closed = asyncio.Event()
-        self.transport: asyncio.Transport | None = None
-        self.peer: str | None = None
-        self.handshake: ServerHandshake | None = None
-        self.tx: ServerTransmission | None = None
-        self.dispatcher: Dispatcher | None = None
-        self.device: BlockDevice | None = None
-        self.busy = 0  # requests (and the attach step) in progress
-        self._tasks: set[asyncio.Task[None]] = set()  # strong refs to suspended ones
-        self._pumping = False
-        self.bytes_in_progress = 0
-        self.reading = True
-        self.write_paused = False
-        self.stopping = False  # DISC received or server draining
-        self.last_activity = time.monotonic()
-        self._timer: asyncio.TimerHandle | None = None
-        self._released = False
-        self._handshake_buffer = bytearray(64 * 1024)
-        # Requests that arrive between the end of the handshake and the device
-        # being ready (pause_reading is a request, not a guarantee).
-        self._early: bytearray | None = None
-        self._out: list[Buffer] = []  # replies waiting for _flush_out
-        self._out_bytes = 0  # their size: past FLUSH_AT they go out at once
-        self._flush_scheduled = False
-
-    # -- asyncio callbacks -------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
-        self.transport = transport = cast(asyncio.Transport, transport)
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.peer = transport.get_extra_info("peername")[0]
-        count = len(self.server.connections) + self.server.external_connections()
-        if self.server._closing or count >= self.limits.max_connections:
-            log.warning("refusing connection from %s: server full or stopping", self.peer)
-            transport.close()
-            return
-        self.server.connections.add(self)
-        if self.adopted is not None:
-            self._start_transmission(*self.adopted)
-            return
-        catalog = self.server.backend.catalog(self.peer)
-        self.handshake = ServerHandshake(catalog, self.server.tls_mode)
-        transport.write(self.handshake.data_to_send())
-        self._timer = self.loop.call_later(self.limits.handshake_timeout, self._handshake_timeout)
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        if self.tx is not None:
-            return self.tx.get_buffer(sizehint)
-        return memoryview(self._handshake_buffer)
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self.last_activity = time.monotonic()
-        if self.tx is not None:
-            self.tx.buffer_updated(nbytes)
-            self._pump()
-        elif self._early is not None:  # negotiated, device still opening
-            self._early += self._handshake_buffer[:nbytes]
-        elif self.handshake is not None:
-            self.handshake.receive_data(self._handshake_buffer[:nbytes])
-            self._drive_handshake()
-
-    def eof_received(self) -> bool | None:
-        return None  # close our side too
-
-    def pause_writing(self) -> None:
-        self.write_paused = True
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        self._pump()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.server.connections.discard(self)
-        if self._timer is not None:
-            self._timer.cancel()
-        self.stopping = True
-        if not self.busy:
-            self._release()
-
-    # -- handshake -----------------------------------------------------------
-    def _close(self, reason: str) -> None:
-        log.info("closing connection from %s: %s", self.peer or "unix socket", reason)
-        if self.transport is not None:
-            self.transport.close()
-
-    def _handshake_timeout(self) -> None:
-        if self.tx is None:
-            self._close("handshake timed out")
-
-    def _drive_handshake(self) -> None:
-        hs, transport = self.handshake, self.transport
-        assert hs is not None and transport is not None
-        try:
-            event = hs.next_event()
-        except ProtocolError as exc:
-            transport.write(hs.data_to_send())
-            self._close(f"handshake: {exc}")
-            return
-        transport.write(hs.data_to_send())
-        if isinstance(event, StartTLS):
-            self.loop.create_task(self._start_tls())
-        elif isinstance(event, Aborted):
-            self._close("client aborted the handshake")
-        elif isinstance(event, Ready):
-            self._start_transmission(event, hs.trailing_data())
-
-    def _start_transmission(self, ready: Ready, trailing: bytes) -> None:
-        transport = self.transport
-        assert transport is not None
-        self._early = bytearray(trailing)
-        transport.pause_reading()
-        self.reading = False
-        handoff = self.server.handoff
-        if handoff is not None and not ready.tls and not transport.get_write_buffer_size():
-            sock = transport.get_extra_info("socket")
-            if sock is not None and handoff(sock, ready, bytes(self._early)):
-                self.handshake = None
-                transport.close()  # the other process holds its own copy of the socket
-                return
-        self._keep(self.loop.create_task(self._attach(ready)))
-
-    async def _start_tls(self) -> None:
-        assert self.transport is not None and self.handshake is not None
-        assert self.server.tls is not None
-        try:
-            transport = await self.loop.start_tls(
-                self.transport, self, self.server.tls, server_side=True
-            )
-        except (OSError, ssl.SSLError, ConnectionError) as exc:
-            self._close(f"TLS handshake failed: {exc}")
-            return
-        if transport is None:
-            return
-        self.transport = transport
-        self.handshake.tls_started()
-        self._drive_handshake()
-
-    async def _attach(self, ready: Ready) -> None:
-        assert self.transport is not None
-        try:
-            device = await self.server.backend.connect(ready.export, self.peer)
-        except Exception as exc:  # the backend could not open it: refuse cleanly
-            log.warning("cannot open export %r: %s", ready.export.name, exc)
-            self.transport.close()
-            return
-        if self._released or self.transport.is_closing():
-            await _close_quietly(device)  # the client left while we were opening
-            return
-        self.device = CheckedDevice(device)
-        self.dispatcher = Dispatcher(
-            self.device,
-            ready.export.flags,
-            structured=ready.structured,
-            extended=ready.extended,
-            meta_contexts=ready.meta_contexts,
-        )
-        self.tx = ServerTransmission(
-            structured=ready.structured,
-            extended=ready.extended,
-            max_payload=device.capabilities.max_block,
-        )
-        if self._timer is not None:
-            self._timer.cancel()
-        if self.limits.idle_timeout:
-            self._timer = self.loop.call_later(self.limits.idle_timeout, self._check_idle)
-        early, self._early = self._early, None
-        if early:
-            self.tx.receive_data(early)
-        self._pump()
-
-    # -- transmission ----------------------------------------------------------
-    def _check_idle(self) -> None:
-        timeout = self.limits.idle_timeout
-        assert timeout is not None
-        idle = time.monotonic() - self.last_activity
-        if not self.busy and idle >= timeout:
-            self._close(f"idle for {idle:.0f}s")
-        else:
-            self._timer = self.loop.call_later(max(timeout - idle, 1.0), self._check_idle)
-
-    def _set_reading(self, on: bool) -> None:
-        if on != self.reading and self.transport is not None and not self.transport.is_closing():
-            self.reading = on
-            if on:
-                self.transport.resume_reading()
-            else:
-                self.transport.pause_reading()
-
-    def _keep(self, task: asyncio.Task[None]) -> None:
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _pump(self) -> None:
-        """Start every request that fits the limits; re-entrant calls are no-ops."""
-        if self._pumping:
-            return
-        self._pumping = True
-        try:
-            self._pump_requests()
-        finally:
-            self._pumping = False
-
-    def _pump_requests(self) -> None:
-        tx = self.tx
-        if tx is None or self.stopping:
-            return
-        while True:
-            if (
-                self.write_paused
-                or self.busy >= self.limits.max_requests
-                or self.bytes_in_progress >= self.limits.max_buffer
-            ):
-                self._set_reading(False)
-                return
-            try:
-                event = tx.next_event()
-            except ProtocolError as exc:
-                self._close(f"protocol error: {exc}")
-                self.stopping = True
-                return
-            if event is NEED_DATA:
-                self._set_reading(True)
-                return
-            assert isinstance(event, Request)
-            if event.command == Command.DISC:
-                self.stopping = True
-                self._set_reading(False)
-                if not self.busy:
-                    self._keep(self.loop.create_task(self._finish()))
-                return
-            cost = event.length if event.command in (Command.READ, Command.WRITE) else 0
-            self.bytes_in_progress += cost
-            self.busy += 1
-            task = start_eagerly(self._serve(event, cost))
-            if task is not None:
-                self._keep(task)
-
-    async def _serve(self, request: Request, cost: int) -> None:
-        assert self.dispatcher is not None and self.tx is not None
-        try:
-            try:
-                replies = await self.dispatcher.execute(request)
-            except Exception:
-                log.exception("request %s failed unexpectedly", request.command)
-                replies = self._io_error(request)
-            for reply in replies:
-                buffers = self.tx.send(reply)
-                self._out.extend(buffers)
-                self._out_bytes += sum(map(len, buffers))
-            # Eager requests finish inside one _pump loop: hand big batches to the
-            # transport now, so that pause_writing() can stop us reading requests.
-            if self._out_bytes >= FLUSH_AT:
-                self._flush_out()
-            elif not self._flush_scheduled:
-                self._flush_scheduled = True
-                self.loop.call_soon(self._flush_out)
-        finally:
-            self.bytes_in_progress -= cost
-            self.busy -= 1
-            self.last_activity = time.monotonic()
-            if not self.stopping:
-                self._pump()
-            elif not self.busy:
-                await self._finish()
-
-    def _flush_out(self) -> None:
-        """Write every reply finished in this loop iteration with one writev."""
-        self._flush_scheduled = False
-        out, self._out = self._out, []
-        self._out_bytes = 0
-        transport = self.transport
-        if out and transport is not None and not transport.is_closing():
-            transport.writelines(out)
-
-    def _io_error(self, request: Request) -> list[Reply]:
-        assert self.tx is not None
-        if self.tx.structured:
-            return [ErrorChunk(request.cookie, Errno.EIO, "internal error")]
-        return [SimpleReply(request.cookie, Errno.EIO)]
-
-    async def _finish(self) -> None:
-        """All requests are done after DISC, drain or a lost connection."""
-        if self.device is not None and self.transport is not None and not self._released:
-            try:
-                await self.device.flush()
-            except Exception as exc:
-                log.warning("flush on disconnect failed: %s", exc)
-        self._flush_out()
-        if self.transport is not None:
-            self.transport.close()
-        self._release()
-
-    def _release(self) -> None:
-        if self._released:
-            return
-        self._released = True
-        device, self.device = self.device, None
-        if device is not None:
-            self.loop.create_task(_close_quietly(device)).add_done_callback(
-                lambda _: self.closed.set()
-            )
-        else:
-            self.closed.set()
-
-    async def drain(self) -> None:
-        if self.tx is None:
-            self._close("server stopping")
-        elif not self.stopping:
-            self.stopping = True
-            self._set_reading(False)
-            if not self.busy:
-                await self._finish()
-        await self.closed.wait()
-
-
-async def _close_quietly(device: BlockDevice) -> None:
-    try:
-        await device.aclose()
-    except Exception as exc:
-        log.warning("closing device failed: %s", exc)
