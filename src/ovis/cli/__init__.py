@@ -6,7 +6,9 @@ import click
 
 from ._export import export
 from ._migrate import migrate
+from ._node import node
 from ._serve import serve
+from ._vdi import vdi
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,5 +20,7 @@ def main() -> None:
 main.add_command(serve)
 main.add_command(export)
 main.add_command(migrate)
+main.add_command(node)
+main.add_command(vdi)
 
 __all__ = ["main"]

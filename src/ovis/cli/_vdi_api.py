@@ -155,8 +155,15 @@ def _api_error(exc: urllib.error.HTTPError) -> ApiError:
 # -- options ------------------------------------------------------------------
 
 
-def check_idle(volume: Volume) -> None:
-    """Refuse to overwrite a volume that NBD clients (a running VM?) have open."""
+def check_idle(api: NodeApi, volume: Volume) -> None:
+    """Refuse to overwrite a volume that NBD clients (a running VM?) have open.
+
+    A client that has just left may still be counted for a moment.
+    """
+    deadline = time.monotonic() + 0.5
+    while volume["connections"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+        volume = api.info(volume["spec"])
     if volume["connections"]:
         raise click.ClickException(
             f"volume {volume['spec']!r} has {volume['connections']} NBD connection(s); "

@@ -90,7 +90,7 @@ async def _import(
         if volume is None:
             volume = api.create(name, -(-reader.size // SECTOR) * SECTOR)
         else:
-            check_idle(volume)
+            check_idle(api, volume)
         if volume["size"] < reader.size:
             raise click.ClickException(
                 f"volume {name!r} is {format_size(volume['size'])} but {source} is "

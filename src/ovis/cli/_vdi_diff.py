@@ -211,7 +211,7 @@ def apply_diff_command(
     volume = api.info(name)
     if volume["snapshot"]:
         raise click.ClickException(f"{name} is a snapshot; apply the diff to a volume")
-    check_idle(volume)
+    check_idle(api, volume)
     if not force:
         check_base(api, name, header["from"])
     if volume["size"] != header["size"]:

@@ -323,9 +323,10 @@ class Connection(asyncio.BufferedProtocol):
 
     async def _finish(self) -> None:
         """All requests are done after DISC, drain or a lost connection."""
-        if self.device is not None and self.transport is not None and not self._released:
+        device = self.device  # None once released
+        if device is not None and device.capabilities.can_write and device.capabilities.can_flush:
             try:
-                await self.device.flush()
+                await device.flush()  # a courtesy: only FLUSH/FUA promise durability
             except Exception as exc:
                 log.warning("flush on disconnect failed: %s", exc)
         self._flush_out()

@@ -1,0 +1,162 @@
+"""VolumeExports: every volume and snapshot of a library, served by name over NBD.
+
+`name` is the working volume (read-write), `name@tag` a snapshot (read-only).
+All connections to one volume share ONE open ObjectVolume: it is opened by
+the first connection and closed (flushed) when the last one leaves.  That
+sharing is what makes CAN_MULTI_CONN truthful: a flush on any connection
+syncs what every connection wrote, because they all write into one owner
+array and one set of dirty objects.
+
+The handshake looks exports up synchronously, so the node keeps a copy of
+the library's listing, refreshed after every management operation (the
+node's API is the only thing that changes the library while it runs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from ovis._units import format_size
+from ovis.block._device import BlockDevice, Capabilities, Filter
+from ovis.nbd._constants import Reply
+from ovis.nbd._dispatch import transmission_flags
+from ovis.nbd._handshake_server import ExportInfo
+from ovis.store import MemoryObjectStore
+from ovis.volume import Inode, ObjectVolume, VolumeInfo, VolumeLibrary
+
+log = logging.getLogger("ovis.node")
+
+
+class NodeError(Exception):
+    """The node cannot start or do what was asked; the message is one line for users."""
+
+
+def volume_capabilities(writable: bool) -> Capabilities:
+    """What an ObjectVolume offers, read from one that never does I/O.
+
+    The handshake must state the flags before any volume is opened; asking
+    a throw-away instance keeps them what ObjectVolume really does.
+    """
+    return ObjectVolume(MemoryObjectStore(), Inode(1, "probe", 512), writable=writable).capabilities
+
+
+class _SharedVolume:
+    """One open ObjectVolume and the number of connections using it."""
+
+    def __init__(self, spec: str, device: ObjectVolume) -> None:
+        self.spec = spec
+        self.device = device
+        self.users = 0
+
+
+class _Lease(Filter):
+    """A connection's handle on a shared volume: closing it gives the volume back."""
+
+    def __init__(self, exports: VolumeExports, shared: _SharedVolume) -> None:
+        super().__init__(shared.device)
+        self._exports: VolumeExports | None = exports
+        self._shared = shared
+
+    async def aclose(self) -> None:
+        exports, self._exports = self._exports, None
+        if exports is not None:
+            await exports.release(self._shared)
+
+
+class _Catalog:
+    def __init__(self, exports: VolumeExports) -> None:
+        self._exports = exports
+
+    def lookup(self, name: str) -> ExportInfo | Reply:
+        if self._exports.stopping:
+            return Reply.ERR_SHUTDOWN
+        info = self._exports.export_info(name)
+        return Reply.ERR_UNKNOWN if info is None else info
+
+    def listing(self) -> Sequence[tuple[str, str]]:
+        return [(spec, describe(info)) for spec, info in self._exports.volumes.items()]
+
+
+def describe(info: VolumeInfo) -> str:
+    """The LIST description of a volume or snapshot."""
+    if info.snapshot:
+        return f"snapshot of {info.name}, {format_size(info.size)}, read-only"
+    return f"volume, {format_size(info.size)}"
+
+
+class VolumeExports:
+    """The node's ExportBackend (see ovis.nbd.server)."""
+
+    def __init__(self, library: VolumeLibrary) -> None:
+        self.library = library
+        self.stopping = False
+        self.volumes: dict[str, VolumeInfo] = {}  # by spec: what LIST and lookup see
+        self._open: dict[str, _SharedVolume] = {}
+        self._turns: dict[str, asyncio.Lock] = {}  # per spec: opening and closing take turns
+        self._capabilities = {w: volume_capabilities(w) for w in (True, False)}
+
+    async def refresh(self) -> None:
+        """Re-read the library's listing; call after every management operation."""
+        self.volumes = {info.spec: info for info in await self.library.list()}
+
+    def connections(self, spec: str) -> int:
+        shared = self._open.get(spec)
+        return shared.users if shared is not None else 0
+
+    def export_info(self, spec: str) -> ExportInfo | None:
+        info = self.volumes.get(spec)
+        if info is None:
+            return None
+        shared = self._open.get(spec)
+        size = shared.device.size if shared is not None else info.size
+        caps = self._capabilities[not info.snapshot]
+        return ExportInfo(
+            spec,
+            size,
+            transmission_flags(caps),
+            describe(info),
+            caps.min_block,
+            caps.preferred_block,
+            caps.max_block,
+        )
+
+    def catalog(self, peer: str | None) -> _Catalog:
+        return _Catalog(self)
+
+    async def connect(self, export: ExportInfo, peer: str | None) -> BlockDevice:
+        spec = export.name
+        async with self._turn(spec):
+            if self.stopping:
+                raise NodeError("the node is stopping")
+            shared = self._open.get(spec)
+            if shared is None:
+                shared = _SharedVolume(spec, await self.library.open(spec))
+                self._open[spec] = shared
+                log.info("volume %r opened", spec)
+            shared.users += 1
+            return _Lease(self, shared)
+
+    async def release(self, shared: _SharedVolume) -> None:
+        """One connection fewer; the last one closes (and so flushes) the volume."""
+        async with self._turn(shared.spec):
+            shared.users -= 1
+            if shared.users or self._open.get(shared.spec) is not shared:
+                return
+            del self._open[shared.spec]
+            await shared.device.aclose()
+            log.info("volume %r closed", shared.spec)
+
+    def _turn(self, spec: str) -> asyncio.Lock:
+        return self._turns.setdefault(spec, asyncio.Lock())
+
+    async def aclose(self) -> None:
+        """Close what connections left open (none after a drain); idempotent."""
+        self.stopping = True
+        shared_volumes, self._open = list(self._open.values()), {}
+        for shared in shared_volumes:
+            try:
+                await shared.device.aclose()
+            except Exception as exc:
+                log.warning("closing volume %r failed: %s", shared.spec, exc)
