@@ -9,6 +9,11 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn, TypeVar
+
+import click
+
+T = TypeVar("T")
 
 
 def setup_logging(verbose: int, log_file: str | None, use_syslog: bool) -> None:
@@ -74,3 +79,37 @@ def daemonize() -> Callable[[str | None], None]:
             os.close(write_end)
 
     return report
+
+
+def run_service(
+    run: Callable[[Callable[[T], None]], int],
+    announce: Callable[[T], str],
+    *,
+    daemon: bool,
+    pid_path: str | None,
+    failures: tuple[type[Exception], ...],
+    logger: str,
+) -> NoReturn:
+    """Run a long-lived command in the foreground or as a daemon, then exit.
+
+    `run(ready)` serves until stopped and returns the exit status; it calls
+    `ready(where)` once listening, and `announce(where)` is the line that
+    tells the user (and, for a daemon whose stderr is gone, the log) where.
+    """
+    report = daemonize() if daemon else None
+
+    def ready(where: T) -> None:
+        line = announce(where)
+        click.echo(line, err=True)
+        if report is not None:
+            logging.getLogger(logger).warning("%s", line)
+            report(None)
+
+    with pidfile(pid_path):
+        try:
+            status = run(ready)
+        except failures as exc:
+            if report is not None:
+                report(f"Error: {exc}\n")
+            raise click.ClickException(str(exc)) from None
+    sys.exit(status)

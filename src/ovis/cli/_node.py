@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import sys
 from pathlib import Path
 
 import click
@@ -59,21 +57,16 @@ def start(
         data_dir=Path(data_dir), bind=bind, port=port, api_port=api_port, unix=unix
     )
     _daemon.setup_logging(verbose, log_file, syslog)
-    report = _daemon.daemonize() if daemonize else None
+    shown = Path(data_dir).resolve()
 
-    def ready(where: NodeAddresses) -> None:
-        shown = Path(data_dir).resolve()
-        line = f"ovis node: serving volumes from {shown} on {where.nbd}, api {where.api}"
-        click.echo(line, err=True)
-        if report is not None:  # stderr is gone: say where it listens in the log
-            logging.getLogger("ovis.node").warning("%s", line)
-            report(None)
+    def announce(where: NodeAddresses) -> str:
+        return f"ovis node: serving volumes from {shown} on {where.nbd}, api {where.api}"
 
-    with _daemon.pidfile(pidfile):
-        try:
-            status = run(options, ready)
-        except NodeError as exc:
-            if report is not None:
-                report(f"Error: {exc}\n")
-            raise click.ClickException(str(exc)) from None
-    sys.exit(status)
+    _daemon.run_service(
+        functools.partial(run, options),
+        announce,
+        daemon=daemonize,
+        pid_path=pidfile,
+        failures=(NodeError,),
+        logger="ovis.node",
+    )

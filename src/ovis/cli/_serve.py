@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+import functools
 from pathlib import Path
 
 import click
@@ -66,6 +66,11 @@ def _size(_ctx: click.Context, _param: click.Parameter, value: str | None) -> in
 @click.option("--allow", multiple=True, help="Allowed client address or CIDR (repeatable).")
 @click.option("--size", callback=_size, help="Override the export size (e.g. 10G).")
 @click.option(
+    "--single-writer",
+    is_flag=True,
+    help="One client host writes at a time; see `ovis export handover`.",
+)
+@click.option(
     "--tls",
     "tls_mode",
     type=click.Choice(["off", "allow", "require"]),
@@ -125,6 +130,7 @@ def serve(
     cow_persist: str | None,
     allow: tuple[str, ...],
     size: int | None,
+    single_writer: bool,
     tls_mode: str | None,
     tls_cert: str | None,
     tls_key: str | None,
@@ -184,6 +190,7 @@ def serve(
                 bitmap=str(Path(bitmap).resolve()) if bitmap else None,
                 max_rate=max_rate,
                 auto_switch=auto_switch,
+                single_writer=single_writer,
             )
             exports, default = [spec], export_name
     except _FAILURES as exc:
@@ -212,19 +219,16 @@ def serve(
         ),
     )
     _daemon.setup_logging(verbose, log_file, syslog)
-    report = _daemon.daemonize() if daemonize else None
+    names = ", ".join(spec.name for spec in exports)
 
-    def ready(where: str) -> None:
-        names = ", ".join(spec.name for spec in exports)
-        click.echo(f"ovis serve: serving {names} on {where}", err=True)
-        if report is not None:
-            report(None)
+    def announce(where: str) -> str:
+        return f"ovis serve: serving {names} on {where}"
 
-    with _daemon.pidfile(pidfile):
-        try:
-            status = run(options, ready)
-        except _FAILURES as exc:
-            if report is not None:
-                report(f"Error: {exc}\n")
-            raise click.ClickException(str(exc)) from None
-    sys.exit(status)
+    _daemon.run_service(
+        functools.partial(run, options),
+        announce,
+        daemon=daemonize,
+        pid_path=pidfile,
+        failures=_FAILURES,
+        logger="ovis.serve",
+    )
