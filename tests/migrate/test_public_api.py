@@ -21,6 +21,7 @@ def test_all_lists_the_public_names() -> None:
         "RateLimiter",
         "copy_range",
         "open_proxy",
+        "reconnect_proxy",
         "start_mirror",
     ]
 

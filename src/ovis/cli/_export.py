@@ -1,4 +1,4 @@
-"""`ovis export add|remove|list|snapshot`: change a running `ovis serve` (xnbd-wrapper-ctl)."""
+"""`ovis export add|remove|list|snapshot|handover|writer`: change a running `ovis serve`."""
 
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ def export() -> None:
 @click.option("--description", default="")
 @click.option("--allow", multiple=True, help="Allowed client address or CIDR (repeatable).")
 @click.option("--size", help="Override the export size (e.g. 10G).")
+@click.option("--single-writer", is_flag=True, help="One client host writes at a time.")
 @_control_option
 def add(
     name: str,
@@ -45,6 +46,7 @@ def add(
     description: str,
     allow: tuple[str, ...],
     size: str | None,
+    single_writer: bool,
     control: str | None,
 ) -> None:
     """Serve IMAGE as export NAME without disturbing other clients."""
@@ -56,6 +58,7 @@ def add(
         "description": description,
         "allow": list(allow),
         "size": size,
+        "single_writer": single_writer,
     }
     _call(control, {"op": "add", "export": entry})
     click.echo(f"added export {name}")
@@ -81,6 +84,7 @@ def list_(as_json: bool, control: str | None) -> None:
         return
     for entry in exports:
         mode = "readonly" if entry["readonly"] else "cow" if entry["cow"] else "read-write"
+        mode += ",single-writer" if entry.get("single_writer") else ""
         click.echo(f"{entry['name']}\t{mode}\t{entry['path']}\t{entry['description']}")
 
 
@@ -91,3 +95,43 @@ def snapshot(name: str | None, control: str | None) -> None:
     """Take a crash-consistent copy of NAME (or of every export) while it is served."""
     for path in _call(control, {"op": "snapshot", "name": name})["paths"]:
         click.echo(path)
+
+
+def _show_writer(status: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(status, indent=2))
+        return
+    hosts = ", ".join(f"{h} ({n})" for h, n in status["hosts"].items()) or "none"
+    fenced = f"; {status['fenced']} handed over" if status.get("fenced") else ""
+    click.echo(
+        f"{status['export']}: writer {status['writer'] or 'none'}{fenced}; connections: {hosts}"
+    )
+
+
+@export.command("handover")
+@click.argument("name")
+@click.option("--to", "to", metavar="ADDRESS", help="Give the permission to this client host.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_control_option
+def handover(name: str, to: str | None, as_json: bool, control: str | None) -> None:
+    """Take NAME's write permission from its writer, flush, and hand it over.
+
+    For the VM live-migration handover on a --single-writer export: writes
+    from the current writer get EPERM from now on, those in flight finish,
+    the export is flushed, then the host at ADDRESS may write (hand back to
+    the old host if the migration fails).  Without --to the first host to
+    write gets it, but not the old writer until it has disconnected.
+    """
+    status = _call(control, {"op": "handover", "name": name, "to": to})["status"]
+    if not as_json:
+        click.echo(f"{name}: write permission taken from {status['previous'] or 'nobody'}")
+    _show_writer(status, as_json)
+
+
+@export.command("writer")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_control_option
+def writer(name: str, as_json: bool, control: str | None) -> None:
+    """Show which client host may write the single-writer export NAME."""
+    _show_writer(_call(control, {"op": "writer", "name": name})["status"], as_json)

@@ -1,4 +1,4 @@
-"""`ovis migrate start|status|cancel|complete|switch`: live storage migration of an export."""
+"""`ovis migrate start|status|cancel|complete|switch|fill|reconnect|rate`: storage migration."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ovis._units import format_size
+from ovis._units import format_size, parse_size
 
 from ._export import _call, _control_option
 
@@ -19,7 +19,8 @@ def _show(status: dict[str, Any], as_json: bool) -> None:
     mirror, proxy = status.get("mirror"), status.get("proxy")
     if mirror is not None:
         click.echo(
-            f"mirror {status['export']}: {mirror['state']}, pass {mirror['iterations']}, "
+            f"mirror {status['export']} to {mirror.get('destination')}: {mirror['state']}, "
+            f"pass {mirror['iterations']}, "
             f"copied {format_size(mirror['copied_bytes'])}, "
             f"dirty {format_size(mirror['dirty_bytes'])}"
         )
@@ -32,6 +33,8 @@ def _show(status: dict[str, Any], as_json: bool) -> None:
             click.echo(f"  final pause (writes held): {mirror['downtime_ms']:.1f} ms")
         if mirror.get("error"):
             click.echo(f"  error: {mirror['error']}")
+            if mirror["state"] == "failed":
+                click.echo("  cancel it, then start again (to a restarted destination)")
     if proxy is not None:
         state = (
             "switched"
@@ -43,10 +46,15 @@ def _show(status: dict[str, Any], as_json: bool) -> None:
         click.echo(
             f"proxy {status['export']}: {state}, {proxy['fraction'] * 100:.1f}% cached "
             f"({proxy['cached_blocks']}/{proxy['total_blocks']} blocks), "
-            f"fetched {format_size(proxy['fetched_bytes'])}"
+            f"fetched {format_size(proxy['fetched_bytes'])}, "
+            f"zeroed {format_size(proxy['zeroed_bytes'])}"
         )
+        if proxy.get("source") is not None:
+            click.echo(f"  source: {proxy['source']}")
         if proxy.get("fill_error"):
             click.echo(f"  fill error: {proxy['fill_error']}")
+        if proxy.get("source_error") and not proxy["switched"]:
+            click.echo(f"  source error: {proxy['source_error']} (see: ovis migrate reconnect)")
     if mirror is None and proxy is None:
         click.echo(f"{status['export']}: no migration")
     if status.get("retired"):
@@ -95,3 +103,38 @@ _simple("status", "Show the progress of EXPORT's mirror job or proxy fill.")
 _simple("cancel", "Stop EXPORT's mirror job; the source stays untouched and writable.")
 _simple("complete", "Wait until EXPORT's mirror is ready, then make the destination authoritative.")
 _simple("switch", "Stop using the source of a fully cached proxy export.")
+_simple("fill", "Start (or restart) proxy EXPORT's background fill (xnbd-bgctl --cache-all).")
+
+
+def _rate(_ctx: click.Context, _param: click.Parameter, value: str) -> int | None:
+    try:
+        rate = parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return rate or None
+
+
+@migrate.command("rate")
+@click.argument("export")
+@click.argument("rate", metavar="RATE", callback=_rate)
+@_control_option
+@_json_option
+def rate(export: str, rate: int | None, control: str | None, as_json: bool) -> None:
+    """Set the copy rate of EXPORT's mirror job or proxy fill (bytes/s; 0: no limit)."""
+    request = {"op": "migrate-rate", "name": export, "max_rate": rate}
+    _show(_call(control, request)["status"], as_json)
+
+
+@migrate.command("reconnect")
+@click.argument("export")
+@click.argument("source", metavar="[nbd://SOURCE]", required=False)
+@_control_option
+@_json_option
+def reconnect(export: str, source: str | None, control: str | None, as_json: bool) -> None:
+    """Connect proxy EXPORT to SOURCE (default: its current source) and resume the fill.
+
+    For a source that restarted or moved (xnbd-bgctl --reconnect): it must
+    serve the same disk.
+    """
+    request = {"op": "migrate-reconnect", "name": export, "source": source}
+    _show(_call(control, request)["status"], as_json)

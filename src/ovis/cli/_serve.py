@@ -63,6 +63,11 @@ def _size(_ctx: click.Context, _param: click.Parameter, value: str | None) -> in
     is_flag=True,
     help="Proxy mode: stop using the source once everything is cached.",
 )
+@click.option(
+    "--defer-fill",
+    is_flag=True,
+    help="Proxy mode: fill in the background only on `ovis migrate fill`.",
+)
 @click.option("--allow", multiple=True, help="Allowed client address or CIDR (repeatable).")
 @click.option("--size", callback=_size, help="Override the export size (e.g. 10G).")
 @click.option(
@@ -146,6 +151,7 @@ def serve(
     bitmap: str | None,
     max_rate: int | None,
     auto_switch: bool,
+    defer_fill: bool,
     inetd: bool,
     control: str | None,
     log_file: str | None,
@@ -163,8 +169,10 @@ def serve(
         image = cache
         if not Path(cache).exists():
             Path(cache).touch()  # the proxy sizes it to the source
-    elif cache or bitmap or max_rate or auto_switch:
-        raise click.UsageError("--cache, --bitmap, --max-rate and --auto-switch need --proxy")
+    elif cache or bitmap or max_rate or auto_switch or defer_fill:
+        raise click.UsageError(
+            "--cache, --bitmap, --max-rate, --auto-switch and --defer-fill need --proxy"
+        )
     if (image is None) == (config is None):
         raise click.UsageError("give an IMAGE to serve, or --config FILE (not both)")
     try:
@@ -190,6 +198,7 @@ def serve(
                 bitmap=str(Path(bitmap).resolve()) if bitmap else None,
                 max_rate=max_rate,
                 auto_switch=auto_switch,
+                defer_fill=defer_fill,
                 single_writer=single_writer,
             )
             exports, default = [spec], export_name

@@ -195,6 +195,8 @@ class PersistentBitmap(Bitmap):
         found = pread_full(self._fd, _HEADER.size, 0)
         if found[:8] != _MAGIC:
             raise ValueError(f"{self.path} is not an ovis bitmap")
+        if os.fstat(self._fd).st_size < _DATA_OFFSET:  # created whole, so it was cut short
+            raise ValueError(f"{self.path} is truncated: its header is incomplete")
         if found != header:
             _, version, _, block_size, disk_size, tag = _HEADER.unpack(found)
             raise ValueError(

@@ -19,6 +19,10 @@ block mechanics, as nbdkit's cow.c and blk.c split them):
   before claiming, so a client read never waits behind the fill's pacing.
 - Source use is counted so that a switch can wait for the last user before
   closing the source; after `retire_source()` any use is an error.
+- The source may be replaced (`replace_source`, xnbd-bgctl --reconnect): a
+  fetch that fails on a source replaced while it ran is tried again on the
+  new one, so requests caught by the reconnect do not fail.  The last
+  source failure is kept in `source_error` until a fetch succeeds.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 
-from ovis.block._device import BlockDevice, BlockError
+from ovis.block._device import BlockDevice, BlockError, Extent
 from ovis.nbd._constants import Errno
 
 from ._bitmap import Bitmap
@@ -55,6 +59,8 @@ class CacheMap:
         self.copied = Copied()  # what fills moved: data read, zeros written
         self._on_complete = on_complete
         self._claims: dict[int, asyncio.Future[None]] = {}
+        self.generation = 0  # bumped by replace_source
+        self.source_error: str | None = None
         self._source_users = 0
         self._source_retired = False
         self.source_idle = asyncio.Event()
@@ -79,6 +85,23 @@ class CacheMap:
             self._source_users -= 1
             if not self._source_users:
                 self.source_idle.set()
+
+    def replace_source(self, source: BlockDevice) -> BlockDevice:
+        """Use `source` from now on; returns the old one (the caller closes it)."""
+        old, self.source = self.source, source
+        self.generation += 1
+        self.source_error = None
+        return old
+
+    @contextlib.asynccontextmanager
+    async def source_call(self) -> AsyncIterator[BlockDevice]:
+        """`using_source`, recording a failure in `source_error`."""
+        try:
+            async with self.using_source() as source:
+                yield source
+        except BlockError as exc:
+            self.source_error = str(exc)
+            raise
 
     def retire_source(self) -> None:
         """No new source use from now on; `source_idle` tells when the last one ends."""
@@ -157,9 +180,20 @@ class CacheMap:
             await self.cache.zero(offset, length, may_trim=True)
             self.copied.zero_bytes += length
         else:
-            async with self.using_source() as source:
-                copied = await copy_range(source, self.cache, offset, length, use_extents=False)
+            while True:
+                generation = self.generation
+                try:
+                    async with self.source_call() as source:
+                        copied = await copy_range(
+                            source, self.cache, offset, length, use_extents=False
+                        )
+                    break
+                except BlockError:
+                    if self.generation == generation:
+                        raise
+                    # The source was replaced while this fetch ran: try the new one.
             self.copied.add(copied)
+            self.source_error = None
         self._mark(first, count)
 
     @contextlib.asynccontextmanager
@@ -196,6 +230,36 @@ class CacheMap:
         finally:
             self._release(runs)
 
+    async def extents(self, offset: int, length: int) -> list[Extent]:
+        """Cached blocks as the cache describes them, uncached ones as the source does.
+
+        If the source cannot answer, its ranges are reported as data, which
+        is always true.  Describes at most 64 runs per call (the caller asks again).
+        """
+        out: list[Extent] = []
+        pos, end = offset, offset + length
+        for _ in range(64):
+            block = pos // self.block_size
+            cached = self.bitmap[block]
+            stop = min(self.bitmap.find(not cached, block) * self.block_size, end)
+            if cached:
+                extents = await extents_of(self.cache, pos, stop - pos)
+            else:
+                try:
+                    async with self.source_call() as source:
+                        extents = await extents_of(source, pos, stop - pos)
+                except BlockError:
+                    extents = [Extent(stop - pos)]
+            for extent in extents:
+                n = min(extent.length, stop - pos)
+                out.append(Extent(n, extent.flags))
+                pos += n
+                if pos >= stop:
+                    break
+            if pos >= end:
+                break
+        return out
+
     async def fill(self, first: int, end: int, limiter: RateLimiter) -> None:
         """Fill blocks [first, end): zero runs the source calls zero, fetch the rest.
 
@@ -207,7 +271,7 @@ class CacheMap:
         offset, stop = first * bs, min(end * bs, self.size)
         pieces = [(offset, stop, False)]
         if self.source.capabilities.can_extents:
-            async with self.using_source() as source:
+            async with self.source_call() as source:
                 pieces = await classify(source, offset, stop, align)
         for run_first, run_end, zero in _block_runs(pieces, bs, self.size):
             if not zero:
@@ -238,3 +302,9 @@ def _block_runs(
     if pos < end:
         runs.append((pos, end, False))
     return runs
+
+
+async def extents_of(device: BlockDevice, offset: int, length: int) -> list[Extent]:
+    if not device.capabilities.can_extents:
+        return [Extent(length)]
+    return await device.extents(offset, length)

@@ -20,13 +20,16 @@ callers account for by not marking the range as copied.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
-from ovis.block._device import BlockDevice, Buffer, MiB
+from ovis.block._device import BlockDevice, BlockError, Buffer, Extent, Filter, MiB
 from ovis.nbd._constants import StateFlag
 
 from ._rate import RateLimiter
 
 _ZEROS = bytes(MiB)
+T = TypeVar("T")
 
 
 def is_zero(data: Buffer) -> bool:
@@ -131,3 +134,51 @@ def _append_zero(pieces: list[tuple[int, int, bool]], start: int, stop: int) -> 
         pieces[-1] = (pieces[-1][0], stop, True)
     else:
         pieces.append((start, stop, True))
+
+
+class Labelled(Filter):
+    """`next`, whose errors say which side failed ("destination: remote connection: ...").
+
+    The errno is kept; only the message changes, so a job's `error` (and
+    `ovis migrate status`) tells a lost destination from a failing source.
+    """
+
+    def __init__(self, next: BlockDevice, label: str) -> None:
+        super().__init__(next)
+        self.label = label
+
+    async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await call()
+        except BlockError as exc:
+            raise BlockError(exc.errno, f"{self.label}: {exc}") from exc
+        except OSError as exc:
+            raise OSError(exc.errno, f"{self.label}: {exc.strerror or exc}") from exc
+
+    async def read(self, offset: int, length: int) -> Buffer:
+        return await self._call(lambda: self.next.read(offset, length))
+
+    async def write(self, offset: int, data: Buffer, *, fua: bool = False) -> None:
+        await self._call(lambda: self.next.write(offset, data, fua=fua))
+
+    async def flush(self) -> None:
+        await self._call(self.next.flush)
+
+    async def trim(self, offset: int, length: int, *, fua: bool = False) -> None:
+        await self._call(lambda: self.next.trim(offset, length, fua=fua))
+
+    async def zero(
+        self,
+        offset: int,
+        length: int,
+        *,
+        may_trim: bool = False,
+        fast: bool = False,
+        fua: bool = False,
+    ) -> None:
+        await self._call(
+            lambda: self.next.zero(offset, length, may_trim=may_trim, fast=fast, fua=fua)
+        )
+
+    async def extents(self, offset: int, length: int) -> list[Extent]:
+        return await self._call(lambda: self.next.extents(offset, length))

@@ -41,7 +41,7 @@ import time
 
 from ovis.block._device import BlockDevice, MiB
 
-from ._copy import Copied, copy_range
+from ._copy import Copied, Labelled, copy_range
 from ._errors import MigrationError, first_cause
 from ._mirror_filter import MirrorFilter
 from ._rate import RateLimiter
@@ -112,7 +112,7 @@ class MirrorJob:
         if max_chunk < granularity or max_in_flight < 1 or max_iterations < 1:
             raise ValueError("need max_chunk >= granularity, max_in_flight and max_iterations >= 1")
         self.filter = filter
-        self.destination = destination
+        self.destination: BlockDevice = Labelled(destination, "destination")
         self.granularity = granularity
         self.limiter = RateLimiter(max_rate)
         self._chunk_blocks = max_chunk // granularity

@@ -35,28 +35,21 @@ async def open_proxy(
 
     A missing cache file is created sparse at the source's size, a shorter
     one is extended; a longer one is refused (ValueError), as is a bitmap
-    for another disk, block size or `tag`.  An existing bitmap resumes
-    where it stopped.  The fill is not started: call `start_fill()` once
-    the source will no longer change (xnbd: after the VM has moved).
-    Raises OSError / ValueError / BlockError with nothing left open.
+    for another disk, block size or `tag`, a file that is not a bitmap, and
+    a bitmap with blocks cached beside a new or truncated cache.  An
+    existing bitmap resumes where it stopped.  The fill is not started:
+    call `start_fill()` once the source will no longer change (xnbd: after
+    the VM has moved).  Raises OSError / ValueError / BlockError (or the
+    NBD client's ProtocolError / NbdError) with nothing left open, and no
+    bitmap file left behind unless there was one before.
     """
     source = await NbdDevice.open(source_uri, tls=tls)
     try:
         size = source.size
-        fd = os.open(cache_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            current = os.fstat(fd).st_size
-            if current > size:
-                raise ValueError(
-                    f"cache {os.fsdecode(cache_path)} is {current} bytes, larger than the "
-                    f"{size}-byte source: it belongs to another disk"
-                )
-            if current < size:
-                os.ftruncate(fd, size)
-        finally:
-            os.close(fd)
+        existed = os.path.exists(bitmap_path)
         bitmap = PersistentBitmap.open(bitmap_path, block_size=block_size, disk_size=size, tag=tag)
         try:
+            _size_cache(cache_path, size, bitmap)
             cache = FileDevice(cache_path)
             try:
                 return ProxyFilter(
@@ -73,7 +66,49 @@ async def open_proxy(
                 raise
         except BaseException:
             bitmap.close()
+            if not existed:
+                os.unlink(bitmap_path)
             raise
+    except BaseException:
+        await source.aclose()
+        raise
+
+
+def _size_cache(path: str | os.PathLike[str], size: int, bitmap: PersistentBitmap) -> None:
+    """Create or extend the cache to `size` bytes; refuse one that is not the bitmap's."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        current = os.fstat(fd).st_size
+        if current > size:
+            raise ValueError(
+                f"cache {os.fsdecode(path)} is {current} bytes, larger than the "
+                f"{size}-byte source: it belongs to another disk"
+            )
+        if current < size:
+            # A cache is sized when its bitmap is created, so a short one with
+            # blocks marked cached is not the one the bitmap describes.
+            if bitmap.count:
+                raise ValueError(
+                    f"bitmap {bitmap.path} marks {bitmap.count} blocks as cached, but cache "
+                    f"{os.fsdecode(path)} is new or truncated: use the cache it belongs "
+                    "to, or delete the bitmap to start over"
+                )
+            os.ftruncate(fd, size)
+    finally:
+        os.close(fd)
+
+
+async def reconnect_proxy(
+    proxy: ProxyFilter, source_uri: str, *, tls: ssl.SSLContext | None = None
+) -> None:
+    """Connect to `source_uri` and make it `proxy`'s source (xnbd-bgctl --reconnect).
+
+    Raises OSError / ProtocolError / NbdError (cannot connect), ValueError
+    (another disk) or MigrationError (switched), with the new connection closed.
+    """
+    source = await NbdDevice.open(source_uri, tls=tls)
+    try:
+        await proxy.reconnect(source)
     except BaseException:
         await source.aclose()
         raise

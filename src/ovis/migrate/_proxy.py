@@ -29,6 +29,13 @@ bitmap, so reopening with the same cache and bitmap fetches only what is
 missing.  On a source error it stops and records `fill_error`; on-demand
 fetches go on working or failing request by request; `start_fill` retries.
 
+Source failure and reconnect (xnbd-bgctl --reconnect): when the source
+goes away, reads of uncached blocks (and partial writes over them) fail
+with EIO, cached blocks keep working, the fill stops with `fill_error`, and
+uncached ranges' extents are reported as data.  `reconnect(source)` swaps
+in a new connection to the same disk, restarts a fill that was running and
+closes the old one; fetches caught half way are retried on the new source.
+
 Switch: once every block is cached, `complete` is set.  `switch()` persists
 the bitmap, turns the filter into a plain pass-through to the cache, waits
 for the requests still using the source, and closes it.  Client requests in
@@ -47,8 +54,9 @@ from ovis.block._device import BlockDevice, BlockError, Buffer, Capabilities, Ex
 from ovis.nbd._constants import Errno
 
 from ._bitmap import Bitmap, PersistentBitmap
-from ._cachemap import CacheMap
+from ._cachemap import CacheMap, extents_of
 from ._errors import MigrationError, first_cause
+from ._fill import fill_all
 from ._rate import RateLimiter
 
 log = logging.getLogger("ovis.migrate.proxy")
@@ -67,6 +75,7 @@ class ProxyProgress:
     complete: bool
     switched: bool
     fill_error: str | None
+    source_error: str | None  # the last failed fetch, until one succeeds
 
     @property
     def fraction(self) -> float:
@@ -161,6 +170,7 @@ class ProxyFilter(BlockDevice):
             self.complete.is_set(),
             self._switched,
             None if self.fill_error is None else str(self.fill_error),
+            self._map.source_error,
         )
 
     def _on_complete(self) -> None:
@@ -234,27 +244,8 @@ class ProxyFilter(BlockDevice):
 
     async def extents(self, offset: int, length: int) -> list[Extent]:
         if self._switched:
-            return await _extents_of(self._cache, offset, length)
-        out: list[Extent] = []
-        pos, end = offset, offset + length
-        for _ in range(64):  # a bounded amount of work per call; the caller asks again
-            block = pos // self.block_size
-            cached = self._bitmap[block]
-            stop = min(self._bitmap.find(not cached, block) * self.block_size, end)
-            if cached:
-                extents = await _extents_of(self._cache, pos, stop - pos)
-            else:
-                async with self._map.using_source() as source:
-                    extents = await _extents_of(source, pos, stop - pos)
-            for extent in extents:
-                n = min(extent.length, stop - pos)
-                out.append(Extent(n, extent.flags))
-                pos += n
-                if pos >= stop:
-                    break
-            if pos >= end:
-                break
-        return out
+            return await extents_of(self._cache, offset, length)
+        return await self._map.extents(offset, length)
 
     # -- background fill and switch ----------------------------------------------------
     def start_fill(self) -> None:
@@ -263,6 +254,7 @@ class ProxyFilter(BlockDevice):
             raise MigrationError("the proxy is closed or switched")
         if self._fill_task is None or self._fill_task.done():
             self.fill_error = None
+            self.limiter.reset()  # slots a stopped fill reserved are not owed
             self._fill_task = asyncio.get_running_loop().create_task(self._fill())
 
     async def stop_fill(self) -> None:
@@ -274,28 +266,16 @@ class ProxyFilter(BlockDevice):
                 await task
 
     async def _fill(self) -> None:
-        started, synced = time.monotonic(), time.monotonic()
-        slots = asyncio.Semaphore(self._max_in_flight)
-
-        async def fill_chunk(first: int, count: int) -> None:
-            try:
-                await self._map.fill(first, first + count, self.limiter)
-            finally:
-                slots.release()
-
+        started = time.monotonic()
         try:
-            async with asyncio.TaskGroup() as group:
-                pos = 0
-                while (first := self._bitmap.find(False, pos)) < self._bitmap.nbits:
-                    end = min(first + self._fill_chunk_blocks, self._bitmap.nbits)
-                    end = self._bitmap.find(True, first, end)
-                    await slots.acquire()
-                    group.create_task(fill_chunk(first, end - first))
-                    pos = end
-                    if time.monotonic() - synced >= self._sync_interval:
-                        await self.flush()
-                        synced = time.monotonic()
-            await self.flush()
+            await fill_all(
+                self._map,
+                self.limiter,
+                max_in_flight=self._max_in_flight,
+                chunk_blocks=self._fill_chunk_blocks,
+                sync_interval=self._sync_interval,
+                flush=self.flush,
+            )
         except Exception as exc:  # the fill stops; requests go on
             self.fill_error = first_cause(exc)
             log.warning("proxy fill stopped: %s", self.fill_error)
@@ -303,6 +283,30 @@ class ProxyFilter(BlockDevice):
         log.info("proxy fill done in %.1f s, %s", time.monotonic() - started, self.progress)
         if self._auto_switch and self._switch_task is None:  # complete when opened
             self._switch_task = asyncio.get_running_loop().create_task(self.switch())
+
+    async def reconnect(self, source: BlockDevice) -> None:
+        """Fetch from `source` from now on (a new connection to the same disk).
+
+        Raises ValueError if `source` has another size or a larger
+        min_block, MigrationError once switched or closed; `source` is not
+        taken over then.  Otherwise the proxy owns it and closes the old one.
+        """
+        if self._closed or self._switched:
+            raise MigrationError("the proxy is closed or switched: it has no source")
+        if source.size != self._size:
+            raise ValueError(f"the new source has {source.size} bytes, not {self._size}")
+        if source.capabilities.min_block > self._caps.min_block:
+            raise ValueError(f"the new source needs {source.capabilities.min_block}-byte blocks")
+        refill = self._fill_task is not None and not self.complete.is_set()
+        await self.stop_fill()
+        old = self._map.replace_source(source)
+        self._source = source
+        if refill:
+            self.start_fill()
+        log.info("proxy reconnected to a new source")
+        # A dead connection closes at once; a hung one must not hold us up.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(old.aclose(), 5)
 
     async def switch(self, *, close_source: bool = True) -> None:
         """Leave proxy mode for good: serve from the cache alone.
@@ -349,9 +353,3 @@ class ProxyFilter(BlockDevice):
                 finally:
                     if isinstance(self._bitmap, PersistentBitmap):
                         self._bitmap.close()
-
-
-async def _extents_of(device: BlockDevice, offset: int, length: int) -> list[Extent]:
-    if not device.capabilities.can_extents:
-        return [Extent(length)]
-    return await device.extents(offset, length)

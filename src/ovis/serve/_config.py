@@ -10,6 +10,7 @@
     cow_persist = "/srv/disk.overlay"   # optional: one overlay, kept
     allow = ["127.0.0.1", "10.0.0.0/8"] # optional allow-list (addresses or CIDR)
     size = "10G"                # optional: override the size, as nbd-server's size argument
+    single_writer = true        # one client host writes at a time (see docs/migration.md)
 
 Unknown keys are errors, so a typo never silently changes what is served.
 """
@@ -25,7 +26,16 @@ from ovis._units import parse_size
 
 from ._spec import ExportSpec, Network
 
-_EXPORT_KEYS = {"path", "description", "readonly", "cow", "cow_persist", "allow", "size"}
+_EXPORT_KEYS = {
+    "path",
+    "description",
+    "readonly",
+    "cow",
+    "cow_persist",
+    "allow",
+    "size",
+    "single_writer",
+}
 
 
 class ConfigError(Exception):
@@ -79,7 +89,7 @@ def _export(name: str, table: Any, where: str) -> ExportSpec:
     allow = table.get("allow", [])
     if isinstance(allow, str):
         allow = [allow]
-    for key in ("readonly", "cow"):
+    for key in ("readonly", "cow", "single_writer"):
         if not isinstance(table.get(key, False), bool):
             raise ConfigError(f"{where}: {key} must be true or false")
     return ExportSpec(
@@ -91,4 +101,5 @@ def _export(name: str, table: Any, where: str) -> ExportSpec:
         description=str(table.get("description", "")),
         allow=parse_allow(allow, where),
         size=size,
+        single_writer=table.get("single_writer", False),
     )

@@ -7,8 +7,12 @@ One JSON request per connection, one JSON reply:
     {"op": "remove", "name": "disk"}        -> {"ok": true}
     {"op": "snapshot", "name": "disk"}      -> {"ok": true, "paths": ["..."]}
     {"op": "migrate-start", "name": "disk", "destination": URI, "max_rate": N|null}
-    {"op": "migrate-status|migrate-cancel|migrate-complete|migrate-switch", "name": "disk"}
+    {"op": "migrate-status|-cancel|-complete|-switch|-fill", "name": "disk"}
+    {"op": "migrate-reconnect", "name": "disk", "source": URI|null}
+    {"op": "migrate-rate", "name": "disk", "max_rate": N|null}
                                             -> {"ok": true, "status": {...}}
+    {"op": "handover", "name": "disk", "to": ADDRESS|null}   (single-writer exports)
+    {"op": "writer", "name": "disk"}        -> {"ok": true, "status": {"writer": ...}}
 
 Failures come back as {"ok": false, "error": "one line"}.  The socket lives
 in a directory only its user can enter.
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import os
@@ -60,6 +65,7 @@ def spec_from_request(entry: Any) -> ExportSpec:
             description=str(entry.get("description", "")),
             allow=parse_allow([allow] if isinstance(allow, str) else allow, "allow"),
             size=parse_size(entry["size"]) if entry.get("size") is not None else None,
+            single_writer=bool(entry.get("single_writer", False)),
         )
     except KeyError as exc:
         raise ControlError(f"export needs {exc.args[0]!r}") from None
@@ -86,6 +92,13 @@ async def handle_request(table: ExportTable, request: dict[str, Any]) -> dict[st
         if op == "snapshot":
             paths = [await table.snapshot(name)] if name else await table.snapshot_all()
             return {"ok": True, "paths": paths}
+        if op == "handover":
+            to = request.get("to")
+            if to is not None:
+                to = _address(to)
+            return {"ok": True, "status": await table.handover(str(name), to)}
+        if op == "writer":
+            return {"ok": True, "status": table.writer_status(str(name))}
         if isinstance(op, str) and op.startswith("migrate-"):
             return {"ok": True, "status": await _migrate(table, op, str(name), request)}
     except (ExportError, ControlError) as exc:
@@ -115,7 +128,29 @@ async def _migrate(
         return await migration.complete()
     if op == "migrate-switch":
         return await migration.switch()
+    if op == "migrate-fill":
+        return migration.fill()
+    if op == "migrate-rate":
+        rate = request.get("max_rate")
+        if not isinstance(rate, int | float | None) or (rate is not None and rate <= 0):
+            raise ControlError("malformed request: 'max_rate' must be positive or null")
+        return migration.set_rate(rate)
+    if op == "migrate-reconnect":
+        source = request.get("source")
+        if not isinstance(source, str | None):
+            raise ControlError("malformed request: 'source' must be an NBD URI")
+        return await migration.reconnect(source)
     raise ControlError(f"unknown op {op!r}")
+
+
+def _address(value: Any) -> str:
+    """A client host for `handover --to`: an IP address, or "local" (unix sockets)."""
+    if value == "local":
+        return "local"
+    try:
+        return str(ipaddress.ip_address(str(value)))
+    except ValueError:
+        raise ControlError(f"{value!r} is not an IP address (or 'local')") from None
 
 
 class ControlServer:

@@ -9,7 +9,9 @@ The shared stack, bottom up: the data (image file, persisted overlay, or a
 proxy cache filling from a remote source), a `MirrorFilter` for live
 migration (a pass-through until a job attaches), a `WriteGate` so that a
 snapshot or a migration can drain writes and hold new ones, and a read-only
-filter for read-only exports.
+filter for read-only exports.  A `single_writer` export gives each
+connection a `WriterFilter` above that, so only one client host writes at
+a time (`handover` moves the permission; see _gate.SingleWriter).
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ from ovis.block._readonly import ReadOnlyFilter
 from ovis.migrate import MirrorFilter, ProxyFilter, open_proxy
 from ovis.nbd._constants import Reply
 from ovis.nbd._dispatch import transmission_flags
+from ovis.nbd._errors import ProtocolError
 from ovis.nbd._handshake_server import ExportInfo
+from ovis.nbd.client import NbdError
 
-from ._gate import WriteGate
+from ._gate import SingleWriter, WriteGate, WriterFilter
 from ._migration import ExportMigration
 from ._snapshot import copy_device, copy_image, snapshot_path
 from ._spec import ExportError, ExportSpec
@@ -68,6 +72,7 @@ class _OpenExport:
     ) -> None:
         self.spec = spec
         self.migration = migration
+        self.writers = SingleWriter(spec.name) if spec.single_writer else None
         self.image = image
         self.shared = shared  # what connections see, unless each gets its own overlay
         self.capabilities: Capabilities = shared.capabilities
@@ -87,9 +92,11 @@ class _OpenExport:
             caps.max_block,
         )
 
-    async def device_for_connection(self) -> BlockDevice:
+    async def device_for_connection(self, peer: str | None) -> BlockDevice:
         if self.spec.cow and self.spec.cow_persist is None:
             return CowFilter(_Lease(self))
+        if self.writers is not None:
+            return WriterFilter(_Lease(self), self.writers, peer)
         return _Lease(self)
 
     async def release(self) -> None:
@@ -116,9 +123,10 @@ async def _open_bottom(spec: ExportSpec) -> tuple[BlockDevice, ProxyFilter | Non
                 max_rate=spec.max_rate,
                 auto_switch=spec.auto_switch,
             )
-        except (OSError, ValueError, BlockError) as exc:
+        except (OSError, ValueError, BlockError, ProtocolError, NbdError) as exc:
             raise ExportError(f"export {spec.name!r}: cannot proxy {spec.proxy}: {exc}") from None
-        proxy.start_fill()
+        if not spec.defer_fill:
+            proxy.start_fill()
         return proxy, proxy
     if not Path(spec.path).exists():
         raise ExportError(f"export {spec.name!r}: image {spec.path} does not exist")
@@ -133,11 +141,14 @@ async def _open_bottom(spec: ExportSpec) -> tuple[BlockDevice, ProxyFilter | Non
 
 
 async def _open_export(spec: ExportSpec) -> _OpenExport:
+    if spec.single_writer and spec.cow and spec.cow_persist is None:
+        raise ExportError(f"export {spec.name!r}: single_writer needs shared writes, not --cow")
     bottom, proxy = await _open_bottom(spec)
     mirror = MirrorFilter(bottom)
     image = WriteGate(mirror)
     shared: BlockDevice = ReadOnlyFilter(image) if spec.readonly else image
-    opened = _OpenExport(spec, image, shared, ExportMigration(spec.name, image, mirror, proxy))
+    migration = ExportMigration(spec.name, image, mirror, proxy, spec.proxy)
+    opened = _OpenExport(spec, image, shared, migration)
     if spec.cow and spec.cow_persist is None:
         probe = CowFilter(_Borrowed(shared))  # learn what a per-connection overlay offers
         opened.capabilities = probe.capabilities
@@ -244,7 +255,7 @@ class ExportTable:
         # flags may differ from what the client now believes.
         if opened is None or opened.info() != export:
             raise ExportError(f"export {export.name!r} went away or changed")
-        return await opened.device_for_connection()
+        return await opened.device_for_connection(peer)
 
     def _held_elsewhere(self, name: str) -> AbstractAsyncContextManager[None]:
         """Writes to `name` held in other processes too (worker processes)."""
@@ -267,6 +278,23 @@ class ExportTable:
                 method = await asyncio.to_thread(copy_image, Path(export.spec.path), target)
         log.info("snapshot of %r written to %s (%s)", name, target, method)
         return str(target)
+
+    async def handover(self, name: str, to: str | None = None) -> dict[str, object]:
+        """Move `name`'s write permission (single-writer exports); see SingleWriter."""
+        writers = self._writers(name)
+        previous = await writers.handover(self.exports[name].shared.flush, to)
+        return {**writers.status(), "previous": previous}
+
+    def writer_status(self, name: str) -> dict[str, object]:
+        return self._writers(name).status()
+
+    def _writers(self, name: str) -> SingleWriter:
+        export = self.exports.get(name)
+        if export is None:
+            raise ExportError(f"no export named {name!r}")
+        if export.writers is None:
+            raise ExportError(f"export {name!r} is not single-writer (serve it --single-writer)")
+        return export.writers
 
     def migration(self, name: str) -> ExportMigration:
         export = self.exports.get(name)

@@ -6,7 +6,9 @@ NBD export; `complete` waits until the job is ready, then, with writes held,
 finishes it and retires the source: from then on writes to the source get
 EPERM, so nothing can be acknowledged on the copy that is no longer
 authoritative.  A proxy export (`ovis serve --proxy`) fills its cache from
-the source in the background; `switch` drops the source once it is complete.
+the source in the background; `switch` drops the source once it is complete,
+and `reconnect` gives it a new connection (to the same or a restarted
+source) after the old one failed: the fill resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -15,14 +17,18 @@ import dataclasses
 import enum
 from typing import Any
 
+from ovis.block._device import BlockError
 from ovis.migrate import (
     MigrationError,
     MirrorFilter,
     MirrorJob,
     MirrorState,
     ProxyFilter,
+    reconnect_proxy,
     start_mirror,
 )
+from ovis.nbd._errors import ProtocolError
+from ovis.nbd.client import NbdError
 
 from ._gate import WriteGate
 from ._spec import ExportError
@@ -45,21 +51,37 @@ def _plain(value: Any) -> Any:
 
 class ExportMigration:
     def __init__(
-        self, name: str, gate: WriteGate, mirror: MirrorFilter, proxy: ProxyFilter | None
+        self,
+        name: str,
+        gate: WriteGate,
+        mirror: MirrorFilter,
+        proxy: ProxyFilter | None,
+        source: str | None = None,
     ) -> None:
         self.name = name
         self.gate = gate
         self.mirror = mirror
         self.proxy = proxy
+        self.source = source  # the proxy's source URI
         self.job: MirrorJob | None = None
+        self.destination: str | None = None  # the mirror job's
 
     def status(self) -> dict[str, Any]:
         status: dict[str, Any] = {"export": self.name, "retired": self.gate.retired}
         if self.job is not None:
-            status["mirror"] = _plain(self.job.stats)
+            status["mirror"] = {
+                **_plain(self.job.stats),
+                "destination": self.destination,
+                "max_rate": self.job.limiter.rate,
+            }
         if self.proxy is not None:
             progress = self.proxy.progress
-            status["proxy"] = {**_plain(progress), "fraction": progress.fraction}
+            status["proxy"] = {
+                **_plain(progress),
+                "fraction": progress.fraction,
+                "source": self.source,
+                "max_rate": self.proxy.limiter.rate,
+            }
         return status
 
     async def start(self, destination: str, *, max_rate: float | None = None) -> dict[str, Any]:
@@ -69,8 +91,9 @@ class ExportMigration:
             raise ExportError(f"export {self.name!r} already has a mirror job")
         try:
             self.job = await start_mirror(self.mirror, destination, max_rate=max_rate)
-        except (OSError, ValueError, MigrationError) as exc:
+        except (OSError, ValueError, MigrationError, ProtocolError, NbdError) as exc:
             raise ExportError(f"cannot start mirror to {destination}: {exc}") from None
+        self.destination = destination
         return self.status()
 
     def _running_job(self) -> MirrorJob:
@@ -101,6 +124,39 @@ class ExportMigration:
             await self.proxy.switch()
         except MigrationError as exc:
             raise ExportError(f"cannot switch {self.name!r}: {exc}") from None
+        return self.status()
+
+    def fill(self) -> dict[str, Any]:
+        """Start the proxy's background fill (or restart it after an error)."""
+        if self.proxy is None:
+            raise ExportError(f"export {self.name!r} is not a proxy")
+        try:
+            self.proxy.start_fill()
+        except MigrationError as exc:
+            raise ExportError(f"cannot fill {self.name!r}: {exc}") from None
+        return self.status()
+
+    def set_rate(self, rate: float | None) -> dict[str, Any]:
+        """Change the copy rate of the running mirror job and of the proxy fill."""
+        if self.proxy is None and self.job is None:
+            raise ExportError(f"export {self.name!r} has no mirror job and is not a proxy")
+        if self.proxy is not None:
+            self.proxy.limiter.rate = rate
+        if self.job is not None:
+            self.job.limiter.rate = rate
+        return self.status()
+
+    async def reconnect(self, source: str | None = None) -> dict[str, Any]:
+        """Give the proxy a new connection to `source` (default: the current one)."""
+        if self.proxy is None:
+            raise ExportError(f"export {self.name!r} is not a proxy")
+        uri = source or self.source
+        assert uri is not None
+        try:
+            await reconnect_proxy(self.proxy, uri)
+        except (OSError, ValueError, BlockError, MigrationError, ProtocolError, NbdError) as exc:
+            raise ExportError(f"cannot reconnect {self.name!r} to {uri}: {exc}") from None
+        self.source = uri
         return self.status()
 
     async def aclose(self) -> None:

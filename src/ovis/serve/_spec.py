@@ -29,11 +29,14 @@ class ExportSpec:
     bitmap: str | None = None
     max_rate: float | None = None  # bytes/s for the background fill
     auto_switch: bool = False
+    defer_fill: bool = False  # the fill waits for `ovis migrate fill` (xnbd-bgctl --cache-all)
+    # One client host writes at a time (the handover of VM live migration).
+    single_writer: bool = False
 
     @property
     def shared_state(self) -> bool:
         """True if connections share state that lives in this process only."""
-        return self.cow_persist is not None or self.proxy is not None
+        return self.cow_persist is not None or self.proxy is not None or self.single_writer
 
     def allows(self, peer: str | None) -> bool:
         if not self.allow or peer is None:  # unix-socket clients are local users
@@ -60,6 +63,8 @@ class ExportSpec:
             "bitmap": self.bitmap,
             "max_rate": self.max_rate,
             "auto_switch": self.auto_switch,
+            "defer_fill": self.defer_fill,
+            "single_writer": self.single_writer,
         }
 
     @classmethod
@@ -78,4 +83,6 @@ class ExportSpec:
             bitmap=raw.get("bitmap"),
             max_rate=raw.get("max_rate"),
             auto_switch=raw.get("auto_switch", False),
+            defer_fill=raw.get("defer_fill", False),
+            single_writer=raw.get("single_writer", False),
         )
