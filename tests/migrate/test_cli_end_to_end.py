@@ -13,7 +13,6 @@ import asyncio
 import hashlib
 import json
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -69,14 +68,15 @@ def test_proxy_serves_fills_and_switches(serve: Callable[..., Served], tmp_path:
         await client.aclose()
 
     asyncio.run(read_and_write())
-    deadline = time.monotonic() + 60
-    while True:
-        status = migrate(proxy, "status", "disk")["proxy"]
-        assert isinstance(status, dict)
-        if status["complete"]:
-            break
-        assert time.monotonic() < deadline, status
-        time.sleep(0.3)
+    watched = subprocess.run(  # the progress bar returns once the fill is complete
+        [*OVIS, "migrate", "watch", "disk", "--control", str(proxy.control)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert watched.returncode == 0, watched.stderr
+    assert "proxy disk: complete" in watched.stdout
+    assert migrate(proxy, "status", "disk")["proxy"]["complete"]  # type: ignore[index]
     assert migrate(proxy, "switch", "disk")["proxy"]["switched"]  # type: ignore[index]
     assert source.stop() == 0
     assert sha(source_image) == before, "the proxy wrote to its source"

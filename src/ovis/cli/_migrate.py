@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import click
@@ -138,3 +139,40 @@ def reconnect(export: str, source: str | None, control: str | None, as_json: boo
     """
     request = {"op": "migrate-reconnect", "name": export, "source": source}
     _show(_call(control, request)["status"], as_json)
+
+
+def _done_fraction(status: dict[str, Any]) -> tuple[float, bool]:
+    """How far EXPORT's migration is (0..1), and whether it has stopped moving."""
+    mirror, proxy = status.get("mirror"), status.get("proxy")
+    if mirror is not None:
+        state = mirror["state"]
+        if state in ("ready", "done"):
+            return 1.0, True
+        if state in ("cancelled", "failed"):
+            return 0.0, True
+        size = mirror["size"] or 1
+        return max(0.0, 1 - mirror["dirty_bytes"] / size), False
+    if proxy is not None:
+        return proxy["fraction"], bool(proxy["complete"] or proxy["fill_error"])
+    return 1.0, True
+
+
+@migrate.command("watch")
+@click.argument("export")
+@click.option("--interval", default=0.5, show_default=True, type=click.FloatRange(0.05))
+@_control_option
+def watch(export: str, interval: float, control: str | None) -> None:
+    """Show a progress bar until EXPORT's mirror is ready or its proxy fill is complete."""
+    request = {"op": "migrate-status", "name": export}
+    shown = 0
+    with click.progressbar(length=1000, label=f"migrating {export}") as bar:
+        while True:
+            status = _call(control, request)["status"]
+            fraction, stopped = _done_fraction(status)
+            done = max(shown, int(fraction * 1000))  # a mirror's dirty set may grow back
+            bar.update(done - shown)
+            shown = done
+            if stopped:
+                break
+            time.sleep(interval)
+    _show(status, as_json=False)
