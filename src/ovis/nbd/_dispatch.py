@@ -28,7 +28,7 @@ F = CommandFlag
 # Plain ints for the per-request path (IntEnum/IntFlag operators are slow).
 _READ, _WRITE, _BLOCK_STATUS = int(Command.READ), int(Command.WRITE), int(Command.BLOCK_STATUS)
 _FUA, _DF, _NO_HOLE = int(F.FUA), int(F.DF), int(F.NO_HOLE)
-_FAST_ZERO, _REQ_ONE = int(F.FAST_ZERO), int(F.REQ_ONE)
+_FAST_ZERO, _REQ_ONE, _PAYLOAD_LEN = int(F.FAST_ZERO), int(F.REQ_ONE), int(F.PAYLOAD_LEN)
 # Not offered on a read-only export, yet writes: EPERM there, not EINVAL.
 _READ_ONLY_REFUSED = frozenset({int(Command.TRIM), int(Command.WRITE_ZEROES)})
 _ALLOWED_FLAGS = {
@@ -109,17 +109,18 @@ class Dispatcher:
             needed = _NEEDED_FLAG.get(command)
             if needed is not None and not offered & needed:
                 continue
+            # Plain ints throughout: `int & IntFlag` is an IntFlag, whose ~ would
+            # silently drop the unknown bits we must refuse.
             allowed = int(mask)
             if not offered & TF.SEND_FUA:
-                allowed &= ~F.FUA
+                allowed &= ~_FUA
             if not offered & TF.SEND_DF:
-                allowed &= ~F.DF
+                allowed &= ~_DF
             if not offered & TF.SEND_FAST_ZERO:
-                allowed &= ~F.FAST_ZERO
+                allowed &= ~_FAST_ZERO
             if not self.extended:
-                allowed &= ~F.PAYLOAD_LEN
-            # int(): `allowed &= ~F.X` made it an IntFlag, whose ~ drops unknown bits.
-            table[int(command)] = int(allowed)
+                allowed &= ~_PAYLOAD_LEN
+            table[int(command)] = allowed
         return table
 
     def refusal(self, request: Request) -> Errno | None:
