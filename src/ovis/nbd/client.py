@@ -85,9 +85,7 @@ class Address:
         return cls(export, host=host, port=parts.port or DEFAULT_PORT, tls=tls)
 
 
-async def _open(
-    address: Address, _tls: ssl.SSLContext | None
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def _open(address: Address) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     # TLS, when wanted, starts inside the handshake (STARTTLS), not at connect.
     if address.socket is not None:
         return await asyncio.open_unix_connection(address.socket, limit=1 << 22)
@@ -120,7 +118,7 @@ async def _handshake(
 async def list_exports(uri: str, *, tls: ssl.SSLContext | None = None) -> list[tuple[str, str]]:
     """(name, description) of each export the server lists."""
     address = Address.parse(uri)
-    reader, writer = await _open(address, tls)
+    reader, writer = await _open(address)
     try:
         hs = ClientHandshake(goal=Goal.LIST, tls=address.tls)
         event = await _handshake(reader, writer, hs, tls, address.host)
@@ -133,7 +131,7 @@ async def list_exports(uri: str, *, tls: ssl.SSLContext | None = None) -> list[t
 async def describe(uri: str, *, tls: ssl.SSLContext | None = None) -> ExportDetails:
     """NBD_OPT_INFO for one export, without connecting to it."""
     address = Address.parse(uri)
-    reader, writer = await _open(address, tls)
+    reader, writer = await _open(address)
     try:
         hs = ClientHandshake(address.export, goal=Goal.INFO, tls=address.tls)
         event = await _handshake(reader, writer, hs, tls, address.host)
@@ -170,7 +168,7 @@ class NbdClient:
         meta_contexts: tuple[str, ...] = ("base:allocation",),
     ) -> NbdClient:
         address = Address.parse(uri)
-        reader, writer = await _open(address, tls)
+        reader, writer = await _open(address)
         try:
             hs = ClientHandshake(
                 address.export,
