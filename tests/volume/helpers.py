@@ -34,7 +34,7 @@ async def check_references(library: VolumeLibrary) -> set[int]:
     store = library._store
     present = set(await store.list())
     named: set[int] = set()
-    for entry in library._catalog.entries():
+    for entry in await library._catalog.entries():
         oid = inode_oid(entry.vid)
         assert oid in present, f"{entry.spec}: inode is missing"
         raw = await store.read(oid, 0, (await store.stat(oid)).length)

@@ -53,7 +53,7 @@ def test_killed_process_keeps_what_was_flushed(tmp_path: Path) -> None:
         store = library._store
         assert isinstance(store, LocalObjectStore)
         store._abandon()  # kill -9: nothing more is written
-        library._catalog.close()
+        await library._catalog.aclose()
 
         async with VolumeLibrary.local(tmp_path) as library:
             await check_references(library)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ._cluster import cluster
 from ._export import export
 from ._migrate import migrate
 from ._node import node
@@ -22,5 +23,6 @@ main.add_command(export)
 main.add_command(migrate)
 main.add_command(node)
 main.add_command(vdi)
+main.add_command(cluster)
 
 __all__ = ["main"]

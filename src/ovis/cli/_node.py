@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Any
 
 import click
 
 from . import _daemon
+from ._cluster import nodes as cluster_nodes
+from ._vdi_api import NodeApi, json_option, node_option, print_json
 
 
 @click.group()
@@ -33,6 +36,21 @@ def node() -> None:
     help="Management API port (always on 127.0.0.1).",
 )
 @click.option("--unix", type=click.Path(), help="Serve NBD on a unix socket instead of TCP.")
+@click.option(
+    "--cluster",
+    metavar="URL",
+    help="Join this cluster (etcd://HOST:PORT[,HOST:PORT...]); default: a single node.",
+)
+@click.option("--node-id", help="This node's id in the cluster (default: generated, kept in DATA).")
+@click.option("--zone", help="Failure zone; at most one copy per zone (default: the node id).")
+@click.option("--weight", default=1.0, show_default=True, type=click.FloatRange(min=0.01),
+              help="Relative capacity: a node of weight 2 holds twice the data.")  # fmt: skip
+@click.option("--peer-port", default=10811, show_default=True, type=click.IntRange(0, 65535),
+              help="Port of the replica service other nodes use (on --bind).")  # fmt: skip
+@click.option("--session-ttl", default=5, show_default=True, type=click.IntRange(1, 600),
+              help="Seconds without contact after which the cluster drops this node.")  # fmt: skip
+@click.option("--recovery-max-rate", default="0", show_default=True, metavar="SIZE",
+              help="Recovery bandwidth per second, e.g. 100M (0: unlimited).")  # fmt: skip
 @click.option("--log-file", type=click.Path(dir_okay=False))
 @click.option("--syslog", is_flag=True, help="Log to syslog.")
 @click.option("--pidfile", type=click.Path(dir_okay=False))
@@ -44,6 +62,13 @@ def start(
     port: int,
     api_port: int,
     unix: str | None,
+    cluster: str | None,
+    node_id: str | None,
+    zone: str | None,
+    weight: float,
+    peer_port: int,
+    session_ttl: int,
+    recovery_max_rate: str,
     log_file: str | None,
     syslog: bool,
     pidfile: str | None,
@@ -55,14 +80,29 @@ def start(
     from ovis.node import NodeAddresses, NodeError, NodeOptions, run
 
     options = NodeOptions(
-        data_dir=Path(data_dir), bind=bind, port=port, api_port=api_port, unix=unix
+        data_dir=Path(data_dir),
+        bind=bind,
+        port=port,
+        api_port=api_port,
+        unix=unix,
+        cluster=cluster,
+        node_id=node_id,
+        zone=zone,
+        weight=weight,
+        peer_port=peer_port,
+        session_ttl=session_ttl,
+        recovery_rate=_rate(recovery_max_rate),
     )
     _daemon.setup_logging(verbose, log_file, syslog)
     shown = Path(data_dir).resolve()
 
     def announce(where: NodeAddresses) -> str:
-        return f"ovis node: serving volumes from {shown} on {where.nbd}, api {where.api}"
+        return (
+            f"ovis node: serving volumes from {shown}{shown_cluster} on {where.nbd}, "
+            f"api {where.api}"
+        )
 
+    shown_cluster = f" in cluster {cluster}" if cluster else ""
     _daemon.run_service(
         functools.partial(run, options),
         announce,
@@ -71,3 +111,83 @@ def start(
         failures=(NodeError,),
         logger="ovis.node",
     )
+
+
+def _rate(text: str) -> int:
+    from ovis._units import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"{exc} (e.g. 100M)", param_hint="--recovery-max-rate") from None
+
+
+@node.command()
+@node_option
+@json_option
+def info(node_url: str, as_json: bool) -> None:
+    """Show a running node: addresses, and its cluster epoch if it is a member."""
+    api = NodeApi(node_url)
+    about = api.about()
+    cluster = _optional(api, "/v1/cluster")
+    if as_json:
+        print_json({**about, "cluster": cluster})
+        return
+    rows = [(k, str(v)) for k, v in about.items() if not isinstance(v, dict | list)]
+    if cluster is not None:
+        epoch = cluster["epoch"]
+        members = ", ".join(m["id"] for m in epoch["members"])
+        rows += [
+            ("epoch", f"{epoch['epoch']} ({members})"),
+            ("accepting writes", "yes" if cluster["accepting_writes"] else "no"),
+        ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        click.echo(f"{key:<{width}}  {value}")
+
+
+@node.command()
+@node_option
+def kill(node_url: str) -> None:
+    """Stop a running node cleanly (as SIGTERM: clients drained, volumes flushed)."""
+    NodeApi(node_url).call("POST", "/v1/node/stop", {})
+    click.echo(f"ovis node at {node_url} is stopping")
+
+
+@node.group(invoke_without_command=True)
+@node_option
+@json_option
+@click.pass_context
+def recovery(ctx: click.Context, node_url: str, as_json: bool) -> None:
+    """Show this node's recovery progress (and set its throttle: set-throttle)."""
+    ctx.obj = node_url
+    if ctx.invoked_subcommand is not None:
+        return
+    status = NodeApi(node_url).call("GET", "/v1/recovery")
+    if as_json:
+        print_json(status)
+        return
+    for key, value in status.items():
+        click.echo(f"{key}: {value}")
+
+
+@recovery.command(name="set-throttle")
+@click.argument("rate", metavar="RATE")
+@click.pass_obj
+def set_throttle(node_url: str, rate: str) -> None:
+    """Limit recovery to RATE bytes per second (e.g. 100M; 0: unlimited)."""
+    result = NodeApi(node_url).call("POST", "/v1/recovery/throttle", {"rate": _rate(rate)})
+    click.echo(f"recovery throttle: {result['max_rate']} bytes/s")
+
+
+def _optional(api: NodeApi, path: str) -> Any:
+    """GET `path`, or None if the node has no such route (not a cluster member)."""
+    try:
+        return api.call("GET", path)
+    except click.ClickException as exc:
+        if getattr(exc, "status", None) == 404:
+            return None
+        raise
+
+
+node.add_command(cluster_nodes, name="list")  # `ovis node list` = `ovis cluster nodes`

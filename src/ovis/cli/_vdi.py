@@ -29,6 +29,7 @@ from ._vdi_api import (
     volume_summary,
     when,
 )
+from ._vdi_cluster import attach, check
 from ._vdi_copy import export_command, import_command
 from ._vdi_diff import apply_diff_command, diff_command
 
@@ -195,5 +196,7 @@ vdi.add_command(import_command)
 vdi.add_command(export_command)
 vdi.add_command(diff_command)
 vdi.add_command(apply_diff_command)
+vdi.add_command(attach)
+vdi.add_command(check)
 
 __all__ = ["Volume", "vdi"]

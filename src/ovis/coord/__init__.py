@@ -4,7 +4,8 @@
 `SqliteCoordinator` is the embedded single-node default (one SQLite file, no
 extra process); `EtcdCoordinator` talks to an etcd v3 cluster over its JSON
 gateway and fails over between members.  `ovis.coord.testing` holds
-`check_coordinator`, the conformance suite both pass.
+`check_coordinator`, the conformance suite both pass.  `open_coordinator(url)`
+picks one from a URL (etcd://HOST:PORT,... or sqlite:PATH).
 """
 
 from ._etcd import EtcdCoordinator
@@ -21,6 +22,7 @@ from ._interface import (
     Unavailable,
     WatchEvent,
 )
+from ._open import open_coordinator
 from ._sqlite import SqliteCoordinator
 
 __all__ = [
@@ -37,4 +39,5 @@ __all__ = [
     "SqliteCoordinator",
     "Unavailable",
     "WatchEvent",
+    "open_coordinator",
 ]

@@ -66,13 +66,27 @@ class ExportInfo:
 class ExportCatalog(Protocol):
     """Where the handshake looks exports up; built per connection (it may know the peer)."""
 
-    def lookup(self, name: str) -> ExportInfo | R:
-        """The export called `name` ("" is the default), or an error reply type."""
+    def lookup(self, name: str) -> ExportInfo | R | Refused:
+        """The export called `name` ("" is the default), or an error reply (with a reason)."""
         ...
 
     def listing(self) -> Sequence[tuple[str, str]]:
         """(name, description) of every export this client may see."""
         ...
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Refused:
+    """A lookup refusal with a reason for the client (sent with the error reply)."""
+
+    reply: R
+    message: str
+
+
+def _refusal(name: str, answer: R | Refused) -> tuple[R, bytes]:
+    if isinstance(answer, Refused):
+        return answer.reply, answer.message.encode()
+    return answer, f"export {name!r} is not available".encode()
 
 
 class TLSMode(enum.Enum):
@@ -255,7 +269,8 @@ class ServerHandshake(_Buffered):
             raise RemoteProtocolError(str(exc)) from exc
         export = self.catalog.lookup(name)
         if not isinstance(export, ExportInfo):
-            raise RemoteProtocolError(f"export {name!r} refused ({export.name})")
+            kind, why = _refusal(name, export)
+            raise RemoteProtocolError(f"export {name!r} refused ({kind.name}: {why.decode()})")
         # Without structured replies DF must stay clear.
         flags = self._flags_for(export)
         self._out += struct.pack(">QH", export.size, flags)
@@ -295,7 +310,7 @@ class ServerHandshake(_Buffered):
             return None
         export = self.catalog.lookup(name)
         if not isinstance(export, ExportInfo):
-            self._reply(option, export, f"export {name!r} is not available".encode())
+            self._reply(option, *_refusal(name, export))
             return None
         self._reply(
             option, R.INFO, struct.pack(">HQH", Info.EXPORT, export.size, self._flags_for(export))
@@ -330,7 +345,7 @@ class ServerHandshake(_Buffered):
             return
         export = self.catalog.lookup(name)
         if not isinstance(export, ExportInfo):
-            self._reply(option, export, f"export {name!r} is not available".encode())
+            self._reply(option, *_refusal(name, export))
             return
         matches = [c for c in export.meta_contexts if _matches(c, queries, listing=not setting)]
         for number, context in enumerate(matches, start=1):

@@ -2,6 +2,7 @@
 
 ```
 GET    /v1/node                          this node: version, data dir, NBD URI template
+POST   /v1/node/stop                     stop the node cleanly (as SIGTERM)
 GET    /v1/volumes                       {"volumes": [volume, ...]}, snapshots included
 POST   /v1/volumes                       {"name", "size", "object_size"?}      -> 201 volume
 GET    /v1/volumes/{spec}                volume (spec: name or name@tag)
@@ -32,7 +33,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from importlib import metadata
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -53,6 +54,9 @@ from ovis.volume import (
 )
 
 from ._exports import VolumeExports
+
+if TYPE_CHECKING:
+    from ._cluster import ClusterStack
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = logging.getLogger("ovis.node")
@@ -282,9 +286,24 @@ class _Routes:
         return web.json_response(dataclasses.asdict(await self.library.gc()))
 
 
-def make_api(exports: VolumeExports, node: dict[str, Any]) -> web.Application:
-    """The aiohttp application; `node` is what GET /v1/node reports."""
-    app = web.Application(middlewares=[_refreshing(exports), _errors])
+def make_api(
+    exports: VolumeExports,
+    node: dict[str, Any],
+    cluster: ClusterStack | None = None,
+    on_stop: Callable[[], None] | None = None,
+) -> web.Application:
+    """The aiohttp application; `node` is what GET /v1/node reports.
+
+    `on_stop` is called by POST /v1/node/stop (`ovis node kill`): a clean stop.
+    With `cluster` (a node started with --cluster) the cluster routes are added
+    (see _cluster_api.py) and management calls run under its middleware.
+    """
+    middlewares = [_refreshing(exports), _errors]
+    if cluster is not None:
+        from ._cluster_api import add_cluster_routes, cluster_middleware
+
+        middlewares.append(cluster_middleware(cluster))
+    app = web.Application(middlewares=middlewares)
     node.update(version=metadata.version("ovis"), pid=os.getpid())
     routes = _Routes(exports, node)  # keeps `node`: the caller adds the API address later
     app.add_routes(
@@ -303,4 +322,14 @@ def make_api(exports: VolumeExports, node: dict[str, Any]) -> web.Application:
             web.post("/v1/gc", routes.gc),
         ]
     )
+    if on_stop is not None:
+
+        async def stop(request: web.Request) -> web.Response:
+            assert on_stop is not None
+            asyncio.get_running_loop().call_later(0.1, on_stop)  # after this reply is sent
+            return web.json_response({"stopping": True})
+
+        app.add_routes([web.post("/v1/node/stop", stop)])
+    if cluster is not None:
+        add_cluster_routes(app, exports, cluster)
     return app

@@ -24,10 +24,12 @@ from pathlib import Path
 from aiohttp import web
 
 from ovis.block._device import BlockError
+from ovis.cluster._model import NodeInfo
 from ovis.nbd.server import NbdServer, ServerLimits
 from ovis.volume import VolumeError, VolumeLibrary
 
 from ._api import make_api
+from ._cluster import ClusterStack
 from ._exports import NodeError, VolumeExports
 
 log = logging.getLogger("ovis.node")
@@ -45,6 +47,14 @@ class NodeOptions:
     unix: str | None = None
     fsync: bool = True
     limits: ServerLimits = dataclasses.field(default_factory=ServerLimits)
+    # Cluster mode (ovis node start --cluster URL); None: the embedded single node.
+    cluster: str | None = None
+    node_id: str | None = None
+    zone: str | None = None  # default: the node id (every node its own failure zone)
+    weight: float = 1.0
+    peer_port: int = 10811
+    session_ttl: int = 5
+    recovery_rate: int = 0  # bytes/s, 0: unlimited
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,22 +90,36 @@ class NodeApp:
         self.stop = asyncio.Event()
 
     async def run(self) -> int:
-        library = self._open_library()
-        exports = VolumeExports(library)
+        stack = self._cluster_stack()
+        try:
+            library = (
+                await stack.prepare(self.options.bind, self.options.peer_port)
+                if stack
+                else self._open_library()
+            )
+        except BaseException:
+            if stack is not None:
+                await stack.aclose()
+            raise
+        exports = VolumeExports(library, stack.attacher if stack else None)
         server = NbdServer(exports, limits=self.options.limits)
         runner: web.AppRunner | None = None
         try:
-            await exports.refresh()
+            if stack is None:
+                await exports.refresh()
             nbd, nbd_uri = await self._listen_nbd(server)
-            about = {
+            about: dict[str, object] = {
                 "data_dir": str(self.options.data_dir.resolve()),
                 "nbd": nbd,
                 "nbd_uri": nbd_uri,
             }
-            runner = web.AppRunner(make_api(exports, about), access_log=None)
-            about["api"] = await self._listen_api(runner)
+            runner = web.AppRunner(make_api(exports, about, stack, self.stop.set), access_log=None)
+            api = about["api"] = await self._listen_api(runner)
+            if stack is not None:
+                await self._join(stack, exports, nbd_uri, api)
+                about.update(node_id=stack.node_id, peer=stack.peer_address)
             self._install_signals()
-            self.on_ready(NodeAddresses(nbd, nbd_uri, about["api"]))
+            self.on_ready(NodeAddresses(nbd, nbd_uri, api))
             await self.stop.wait()
             log.info("stopping: draining in-flight requests")
             return 0
@@ -106,6 +130,38 @@ class NodeApp:
             await server.drain()  # every volume is flushed and closed as its last client goes
             await exports.aclose()
             await library.aclose()
+            if stack is not None:
+                await stack.aclose()
+
+    def _cluster_stack(self) -> ClusterStack | None:
+        options = self.options
+        if options.cluster is None:
+            return None
+        try:
+            return ClusterStack(
+                options.cluster, options.data_dir, options.node_id, fsync=options.fsync
+            )
+        except BlockError as exc:  # StoreInUse: another node has it
+            raise NodeError(f"cannot use {options.data_dir}: {exc}") from None
+        except (OSError, ValueError) as exc:
+            raise NodeError(f"cannot start: {getattr(exc, 'strerror', None) or exc}") from None
+
+    async def _join(
+        self, stack: ClusterStack, exports: VolumeExports, nbd_uri: str, api: str
+    ) -> None:
+        options = self.options
+        nbd = nbd_uri.removeprefix("nbd://").split("/", 1)[0]
+        me = NodeInfo(
+            id=stack.node_id,
+            zone=options.zone or stack.node_id,
+            weight=options.weight,
+            peer=stack.peer_address,
+            nbd=nbd,
+            api=api,
+        )
+        await stack.join(
+            me, exports.refresh, ttl=options.session_ttl, recovery_rate=options.recovery_rate
+        )
 
     async def _listen_api(self, runner: web.AppRunner) -> str:
         await runner.setup()

@@ -17,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from typing import Any, Protocol
 
 from ovis._units import format_size
 from ovis.block._device import BlockDevice, Capabilities, Filter
-from ovis.nbd._constants import Reply
+from ovis.nbd._constants import Reply, TransmissionFlag
 from ovis.nbd._dispatch import transmission_flags
-from ovis.nbd._handshake_server import ExportInfo
+from ovis.nbd._handshake_server import ExportInfo, Refused
 from ovis.store import MemoryObjectStore
 from ovis.volume import Inode, ObjectVolume, VolumeInfo, VolumeLibrary
 
@@ -42,12 +43,29 @@ def volume_capabilities(writable: bool) -> Capabilities:
     return ObjectVolume(MemoryObjectStore(), Inode(1, "probe", 512), writable=writable).capabilities
 
 
-class _SharedVolume:
-    """One open ObjectVolume and the number of connections using it."""
+class Attacher(Protocol):
+    """Takes a volume's single-writer lease around its read-write opening (cluster mode)."""
 
-    def __init__(self, spec: str, device: ObjectVolume) -> None:
+    async def attach(self, name: str) -> Any:
+        """Take the lease (raises if another node holds it); a handle for the others."""
+
+    async def opened(self, handle: Any, volume: ObjectVolume) -> BlockDevice:
+        """The volume is open under the lease: the device to serve."""
+
+    async def detach(self, handle: Any) -> None:
+        """The volume is closed: give the lease back."""
+
+    def refusal(self, name: str) -> str | None:
+        """Why `name` cannot be attached read-write here now (for the handshake), or None."""
+
+
+class _SharedVolume:
+    """One open volume (as served) and the number of connections using it."""
+
+    def __init__(self, spec: str, device: BlockDevice, handle: Any = None) -> None:
         self.spec = spec
         self.device = device
+        self.handle = handle
         self.users = 0
 
 
@@ -69,11 +87,18 @@ class _Catalog:
     def __init__(self, exports: VolumeExports) -> None:
         self._exports = exports
 
-    def lookup(self, name: str) -> ExportInfo | Reply:
+    def lookup(self, name: str) -> ExportInfo | Reply | Refused:
         if self._exports.stopping:
             return Reply.ERR_SHUTDOWN
         info = self._exports.export_info(name)
-        return Reply.ERR_UNKNOWN if info is None else info
+        if info is None:
+            return Reply.ERR_UNKNOWN
+        attacher = self._exports.attacher
+        if attacher is not None and not info.flags & TransmissionFlag.READ_ONLY:
+            why = None if self._exports.connections(name) else attacher.refusal(name)
+            if why is not None:
+                return Refused(Reply.ERR_POLICY, why)
+        return info
 
     def listing(self) -> Sequence[tuple[str, str]]:
         return [(spec, describe(info)) for spec, info in self._exports.volumes.items()]
@@ -89,8 +114,9 @@ def describe(info: VolumeInfo) -> str:
 class VolumeExports:
     """The node's ExportBackend (see ovis.nbd.server)."""
 
-    def __init__(self, library: VolumeLibrary) -> None:
+    def __init__(self, library: VolumeLibrary, attacher: Attacher | None = None) -> None:
         self.library = library
+        self.attacher = attacher
         self.stopping = False
         self.volumes: dict[str, VolumeInfo] = {}  # by spec: what LIST and lookup see
         self._open: dict[str, _SharedVolume] = {}
@@ -132,11 +158,33 @@ class VolumeExports:
                 raise NodeError("the node is stopping")
             shared = self._open.get(spec)
             if shared is None:
-                shared = _SharedVolume(spec, await self.library.open(spec))
+                shared = await self._open_shared(spec)
                 self._open[spec] = shared
                 log.info("volume %r opened", spec)
             shared.users += 1
             return _Lease(self, shared)
+
+    async def _open_shared(self, spec: str) -> _SharedVolume:
+        if self.attacher is None or "@" in spec:  # snapshots are read-only: no lease
+            return _SharedVolume(spec, await self.library.open(spec))
+        handle = await self.attacher.attach(spec)
+        try:
+            volume = await self.library.open(spec)
+            try:
+                return _SharedVolume(spec, await self.attacher.opened(handle, volume), handle)
+            except BaseException:
+                await volume.aclose()
+                raise
+        except BaseException:
+            await self.attacher.detach(handle)
+            raise
+
+    async def _close_shared(self, shared: _SharedVolume) -> None:
+        try:
+            await shared.device.aclose()
+        finally:
+            if self.attacher is not None and shared.handle is not None:
+                await self.attacher.detach(shared.handle)
 
     async def release(self, shared: _SharedVolume) -> None:
         """One connection fewer; the last one closes (and so flushes) the volume."""
@@ -145,7 +193,7 @@ class VolumeExports:
             if shared.users or self._open.get(shared.spec) is not shared:
                 return
             del self._open[shared.spec]
-            await shared.device.aclose()
+            await self._close_shared(shared)
             log.info("volume %r closed", shared.spec)
 
     def _turn(self, spec: str) -> asyncio.Lock:
@@ -157,6 +205,6 @@ class VolumeExports:
         shared_volumes, self._open = list(self._open.values()), {}
         for shared in shared_volumes:
             try:
-                await shared.device.aclose()
+                await self._close_shared(shared)
             except Exception as exc:
                 log.warning("closing volume %r failed: %s", shared.spec, exc)

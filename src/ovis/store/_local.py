@@ -20,6 +20,7 @@ opened, and two on closing it (or evicting it from the `max_open` cache).
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import fcntl
 import itertools
@@ -31,7 +32,7 @@ from pathlib import Path
 from ovis.block._device import BlockError, Buffer, block_error_from_os
 from ovis.nbd._constants import Errno
 
-from ._format import FLAG_DIRTY
+from ._format import FLAG_DIRTY, SUB_BLOCK
 from ._interface import (
     ChecksumError,
     ObjectNotFound,
@@ -44,7 +45,7 @@ from ._interface import (
     check_version,
 )
 from ._keyed_lock import KeyedLock
-from ._object_file import ObjectFile, bytes_view, write_new_object
+from ._object_file import ObjectFile, bytes_view, read_version, write_new_object
 
 
 class StoreInUse(BlockError):
@@ -231,6 +232,68 @@ class LocalObjectStore(ObjectStore):
         self._open.clear()
         os.close(self._dir_fd)
         os.close(self._lock_fd)
+
+    # -- beyond the ObjectStore contract: what a replica service needs ------------
+
+    async def read_object(self, oid: int) -> tuple[int, memoryview]:
+        """Return the object's version and its `length` bytes, consistent with each other.
+
+        Both come from one open file with no await in between, so no mutation
+        lands between them.  Raises ObjectNotFound, ChecksumError.
+        """
+        check_oid(oid)
+        obj = await self._pin(oid)
+        try:
+            return obj.header.version, obj.read(0, obj.header.length)
+        except OSError as exc:
+            raise block_error_from_os(exc) from exc
+        finally:
+            self._unpin(obj)
+
+    async def checksums(self, oid: int) -> tuple[int, int, builtins.list[int]]:
+        """Return (version, length, CRC32 of each 64 KiB sub-block up to `length`).
+
+        Taken from the header in memory, without reading the data, so they are
+        consistent with each other.  A sub-block is CRCed zero-padded to 64 KiB,
+        so two copies with the same bytes have the same list.  Raises
+        ObjectNotFound, ChecksumError (an unreadable header).
+        """
+        check_oid(oid)
+        obj = await self._pin(oid)
+        self._unpin(obj)
+        header = obj.header
+        used = (header.length + SUB_BLOCK - 1) // SUB_BLOCK
+        return header.version, header.length, header.crcs[:used].tolist()
+
+    async def versions(self) -> builtins.list[tuple[int, int]]:
+        """Return every (oid, version) in the store, sorted by oid: complete or it fails.
+
+        Headers are read from open objects in memory and from the others'
+        files, without opening them into the cache (so listing a large store
+        neither evicts nor syncs anything).  An object removed meanwhile is
+        left out; one whose header is unreadable is listed with version 0,
+        older than any real copy.  Raises BlockError if the directory or a
+        file cannot be read.
+        """
+        found: builtins.list[tuple[int, int]] = []
+        for n, oid in enumerate(await self.list()):
+            self._check_open()
+            obj = self._open.get(oid)
+            if obj is not None:  # its header in memory is newer than the file's
+                found.append((oid, obj.header.version))
+            else:
+                try:
+                    version = read_version(self._path(oid), oid)
+                except ObjectNotFound:
+                    continue
+                except ChecksumError:
+                    version = 0
+                except OSError as exc:
+                    raise block_error_from_os(exc) from exc
+                found.append((oid, version))
+            if n % 256 == 255:
+                await asyncio.sleep(0)  # a big store: let requests through meanwhile
+        return found
 
     # -- the cache of open objects ----------------------------------------------
 

@@ -72,6 +72,24 @@ def write_new_object(fd: int, data: Buffer, version: int) -> None:
     pwrite_all(fd, raw, at)
 
 
+def read_version(path: Path, oid: int) -> int:
+    """The version in an object file's header, without keeping the file open.
+
+    Raises ObjectNotFound if there is no such file, ChecksumError if neither
+    header slot is valid, OSError if it cannot be read.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ObjectNotFound(oid) from None
+    try:
+        raw = bytearray(HEADER_SIZE)
+        pread_into(fd, memoryview(raw), 0)
+    finally:
+        os.close(fd)
+    return decode_header(raw, oid).version
+
+
 class ObjectFile:
     """An open object: descriptor, header, and the store's bookkeeping about it."""
 

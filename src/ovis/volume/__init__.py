@@ -5,7 +5,7 @@
 format are pure and public for tools that inspect a store.
 """
 
-from ._catalog import CatalogEntry, VolumeCatalog
+from ._catalog import Catalog, CatalogEntry, CatalogUnavailable, SqliteCatalog, VolumeCatalog
 from ._errors import (
     DataBeyondSize,
     InvalidVolumeArgument,
@@ -28,7 +28,9 @@ __all__ = [
     "DEFAULT_OBJECT_SIZE",
     "MAX_INDEX",
     "MAX_VID",
+    "Catalog",
     "CatalogEntry",
+    "CatalogUnavailable",
     "ChangedExtent",
     "DataBeyondSize",
     "GcReport",
@@ -39,6 +41,7 @@ __all__ = [
     "ObjectKind",
     "ObjectVolume",
     "SnapshotReadOnly",
+    "SqliteCatalog",
     "VolumeCatalog",
     "VolumeError",
     "VolumeExists",

@@ -13,18 +13,21 @@ Design note.
   the first write to each shared object (ObjectVolume).
 - Ordering, the one rule everything follows: data before the metadata that
   names it, and metadata change before the removal of data it stops naming.
-  Each operation writes and syncs the new inodes, then commits one SQLite
-  transaction in the catalog (the commit point), then removes what is no
-  longer named.  A crash anywhere leaks objects at worst; `gc()` removes them.
+  Each operation writes and syncs the new inodes, then makes one atomic
+  catalog commit (the commit point), then removes what is no longer named.
+  A crash anywhere leaks objects at worst; `gc()` removes them.
 - Versions: each inode write reserves a block of object versions before any
   is used (Inode.reserve_versions), so versions only grow, across crashes too.
-- Concurrency: management calls are serialised by one lock.  A working
+- Concurrency: management calls are serialised by one lock, and inside it
+  by the catalog's `operation()` against other processes or nodes sharing
+  the catalog (a Coordinator lock in a cluster).  A working
   volume has at most one open ObjectVolume, which the serving layer shares
   between connections; snapshots may be open many times.  A snapshot of an
   open volume pauses its I/O briefly and retargets it to the new vid, so
   clients carry on.  Delete, rollback and shrink need the volume closed.
-- The store is any ObjectStore: a replicated one plugs in unchanged.  The
-  catalog is the single-node stand-in for the cluster's Coordinator.
+- The store is any ObjectStore: a replicated one plugs in unchanged.  So is
+  the catalog: SQLite on one node, the Coordinator (CoordinatorCatalog) in a
+  cluster.
 """
 
 from __future__ import annotations
@@ -35,14 +38,13 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TypeVar
 
 from ovis.block._device import BlockError
 from ovis.store import LocalObjectStore, ObjectStore
 
-from ._catalog import CatalogEntry, VolumeCatalog
+from ._catalog import Catalog, CatalogEntry, SqliteCatalog
 from ._errors import (
     DataBeyondSize,
     NotASnapshot,
@@ -57,12 +59,12 @@ from ._inode import DEFAULT_OBJECT_SIZE, Inode
 from ._inode_store import has_data_beyond, load_inode, write_inode
 from ._names import check_name, check_object_size, check_size, parse_spec
 from ._object_volume import ObjectVolume
+from ._oid import data_oid, inode_oid
 from ._open_volumes import OpenVolumes
 from ._reclaim import GcReport, collect_garbage, reclaim
 from ._reports import ChangedExtent, VolumeInfo, VolumeNode, diff_volumes, volume_info, volume_tree
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 class VolumeLibrary:
@@ -72,7 +74,7 @@ class VolumeLibrary:
     `async with`) flushes and closes open volumes, the store and the catalog.
     """
 
-    def __init__(self, store: ObjectStore, catalog: VolumeCatalog) -> None:
+    def __init__(self, store: ObjectStore, catalog: Catalog) -> None:
         self._store = store
         self._catalog = catalog
         self._lock = asyncio.Lock()
@@ -84,7 +86,7 @@ class VolumeLibrary:
         """The single-node library: `objects/` (LocalObjectStore) and `catalog.sqlite`."""
         path = Path(data_dir)
         path.mkdir(parents=True, exist_ok=True)
-        catalog = VolumeCatalog(path / "catalog.sqlite", fsync=fsync)
+        catalog = SqliteCatalog(path / "catalog.sqlite", fsync=fsync)
         try:
             return cls(LocalObjectStore(path / "objects", fsync=fsync), catalog)
         except BaseException:
@@ -108,7 +110,7 @@ class VolumeLibrary:
                     await volume.aclose()
             await self._store.aclose()
         finally:
-            self._catalog.close()
+            await self._catalog.aclose()
 
     # -- management operations ----------------------------------------------
 
@@ -120,13 +122,13 @@ class VolumeLibrary:
         check_object_size(object_size)
         check_size(size, object_size)
         async with self._operation(f"create {name!r}"):
-            if await self._db(self._catalog.lookup, name) is not None:
+            if await self._catalog.lookup(name) is not None:
                 raise VolumeExists(f"volume {name!r} already exists")
-            vid = await self._db(self._catalog.allocate_vid)
+            vid = await self._catalog.allocate_vid()
             inode = Inode(vid, name, size, object_size, created_ns=time.time_ns())
             await write_inode(self._store, inode)
             entry = CatalogEntry(inode.vid, name)
-            await self._db(self._catalog.commit, put=[entry])
+            await self._catalog.commit(put=[entry])
             return volume_info(entry, inode, 0, False)
 
     async def open(self, spec: str) -> ObjectVolume:
@@ -149,7 +151,7 @@ class VolumeLibrary:
         parse_spec(f"{name}@{tag}")
         async with self._operation(f"snapshot {name!r}"):
             entry = await self._resolve(name)
-            if await self._db(self._catalog.lookup, name, tag) is not None:
+            if await self._catalog.lookup(name, tag) is not None:
                 raise VolumeExists(f"snapshot {name}@{tag} already exists")
             volume = self._open.writer(name)
             if volume is None:
@@ -164,11 +166,11 @@ class VolumeLibrary:
             source = await self._resolve(snapshot)
             if not source.snapshot:
                 raise NotASnapshot(f"{snapshot!r} is not a snapshot: clone name@tag")
-            if await self._db(self._catalog.lookup, name) is not None:
+            if await self._catalog.lookup(name) is not None:
                 raise VolumeExists(f"volume {name!r} already exists")
             child = await self._branch(await self._load(source), name)
             entry = CatalogEntry(child.vid, name)
-            await self._db(self._catalog.commit, put=[entry])
+            await self._catalog.commit(put=[entry])
             return volume_info(entry, child, 0, False)
 
     async def rollback(self, name: str, tag: str) -> VolumeInfo:
@@ -181,7 +183,7 @@ class VolumeLibrary:
             old = await self._load(working)
             child = await self._branch(await self._load(target), name, old.created_ns)
             entry = CatalogEntry(child.vid, name)
-            await self._db(self._catalog.commit, put=[entry], delete=[working.vid])
+            await self._catalog.commit(put=[entry], delete=[working.vid])
             await self._reclaim([old])
             return await self._info(entry)
 
@@ -220,22 +222,20 @@ class VolumeLibrary:
         """
         async with self._operation(f"delete {spec!r}"):
             name, tag = parse_spec(spec)
-            doomed = (
-                [await self._resolve(spec)] if tag else await self._db(self._catalog.entries, name)
-            )
+            doomed = [await self._resolve(spec)] if tag else await self._catalog.entries(name)
             if not doomed:
                 raise VolumeNotFound(f"no volume {name!r}")
             for entry in doomed:
                 if self._open.is_open(entry):
                     raise VolumeInUse(f"{entry.spec!r} is open")
             inodes = [await self._load(entry) for entry in doomed]
-            await self._db(self._catalog.commit, delete=[entry.vid for entry in doomed])
+            await self._catalog.commit(delete=[entry.vid for entry in doomed])
             await self._reclaim(inodes)
 
     async def gc(self) -> GcReport:
         """Remove every object no volume names: what crashes and interrupted deletes leaked."""
         async with self._operation("gc"):
-            live = [await self._load(e) for e in await self._db(self._catalog.entries)]
+            live = [await self._load(e) for e in await self._catalog.entries()]
             busy = {volume.inode.vid for volume in self._open.writers()}
             return await collect_garbage(self._store, live, busy)
 
@@ -244,7 +244,7 @@ class VolumeLibrary:
     async def list(self) -> builtins.list[VolumeInfo]:
         """Every volume and snapshot, by name (working volume first)."""
         async with self._operation("list"):
-            entries = await self._db(self._catalog.entries)
+            entries = await self._catalog.entries()
             return [await self._info(entry, entries) for entry in entries]
 
     async def info(self, spec: str) -> VolumeInfo:
@@ -255,6 +255,16 @@ class VolumeLibrary:
     async def tree(self) -> builtins.list[VolumeNode]:
         """Volumes arranged by parent: snapshot chains and the clones branching off them."""
         return volume_tree(await self.list())
+
+    async def objects(self, spec: str) -> builtins.list[int]:
+        """The oids `spec` reads from: its inode, then every data object it names (sorted).
+
+        Objects shared with snapshots and clones are included; `ovis vdi check` uses this.
+        """
+        async with self._operation(f"list objects of {spec!r}"):
+            inode = await self._load(await self._resolve(spec))
+            named = [data_oid(owner, index) for index, owner in enumerate(inode.owners) if owner]
+            return [inode_oid(inode.vid), *sorted(named)]
 
     async def diff(
         self, old: str, new: str, *, granularity: int | None = None
@@ -275,17 +285,13 @@ class VolumeLibrary:
     async def _operation(self, what: str) -> AsyncIterator[None]:
         if self._closed:
             raise VolumeError("the volume library is closed")
-        async with self._lock:
+        async with self._lock, self._catalog.operation():
             with store_errors(f"cannot {what}"):
                 yield
 
-    async def _db(self, call: Callable[..., T], *args: object, **kwargs: object) -> T:
-        """Run a catalog call in a thread: SQLite commits wait for the disk."""
-        return await asyncio.to_thread(call, *args, **kwargs)
-
     async def _resolve(self, spec: str) -> CatalogEntry:
         name, tag = parse_spec(spec)
-        entry = await self._db(self._catalog.lookup, name, tag)
+        entry = await self._catalog.lookup(name, tag)
         if entry is None:
             raise VolumeNotFound(f"no {'snapshot' if tag else 'volume'} {spec!r}")
         return entry
@@ -302,7 +308,7 @@ class VolumeLibrary:
 
     async def _branch(self, base: Inode, name: str, created_ns: int | None = None) -> Inode:
         """A new durable inode sharing `base`'s objects (not yet in the catalog)."""
-        vid = await self._db(self._catalog.allocate_vid)
+        vid = await self._catalog.allocate_vid()
         child = base.child(vid, name, created_ns or time.time_ns())
         await write_inode(self._store, child)
         return child
@@ -313,11 +319,11 @@ class VolumeLibrary:
         if volume is not None:
             await volume.commit()  # the snapshot holds every write acknowledged so far
         base = volume.inode if volume is not None else await self._load(entry)
-        vid = await self._db(self._catalog.allocate_vid)
+        vid = await self._catalog.allocate_vid()
         child = base.child(vid, entry.name, base.created_ns)  # the volume is as old as before
         version = await write_inode(self._store, child)
         frozen = CatalogEntry(entry.vid, entry.name, tag)
-        await self._db(self._catalog.commit, put=[frozen, CatalogEntry(vid, entry.name)])
+        await self._catalog.commit(put=[frozen, CatalogEntry(vid, entry.name)])
         if volume is not None:
             volume.retarget(child, version + 1)
         # Record the naming in the frozen inode too; only descriptive, so best effort.
@@ -330,7 +336,7 @@ class VolumeLibrary:
 
     async def _reclaim(self, gone: builtins.list[Inode]) -> None:
         """Best effort after the commit point: what fails here is a leak for gc()."""
-        live = [await self._load(e) for e in await self._db(self._catalog.entries)]
+        live = [await self._load(e) for e in await self._catalog.entries()]
         try:
             await reclaim(self._store, gone, live)
         except BlockError as exc:
@@ -340,7 +346,7 @@ class VolumeLibrary:
         self, entry: CatalogEntry, entries: builtins.list[CatalogEntry] | None = None
     ) -> VolumeInfo:
         if entries is None:
-            entries = await self._db(self._catalog.entries, entry.name)
+            entries = await self._catalog.entries(entry.name)
         snapshots = sum(1 for e in entries if e.snapshot and e.name == entry.name)
         inode = await self._load(entry)
         return volume_info(entry, inode, snapshots, self._open.is_open(entry))
