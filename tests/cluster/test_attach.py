@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from ovis.cluster._attach import AttachedElsewhere, AttachLeases
+from ovis.cluster._attach import AttachLeases
+from ovis.cluster._attach_model import AttachedElsewhere
 from ovis.coord import Coordinator, EtcdCoordinator, Session, SqliteCoordinator
 from ovis.volume import VolumeInUse
 from tests.etcd import EtcdCluster

@@ -17,7 +17,8 @@ docs/cluster.md explains how the pieces fit and what each guarantees.
 """
 
 from . import placement
-from ._attach import AttachedElsewhere, AttachInfo, AttachLeases, Attachment, MigrationWindow
+from ._attach import AttachLeases
+from ._attach_model import AttachedElsewhere, AttachInfo, Attachment, MigrationWindow
 from ._catalog import CoordinatorCatalog
 from ._check import CheckReport, ReplicaChecker
 from ._config import (

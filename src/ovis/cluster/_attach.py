@@ -35,9 +35,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import dataclasses
-import datetime
-import json
 import logging
 import time
 from collections.abc import Awaitable
@@ -47,108 +44,19 @@ from ovis.coord import CompareFailed, Coordinator, CoordinatorError, OutcomeUnkn
 from ovis.volume._errors import InvalidVolumeArgument, VolumeInUse, VolumeIOError
 from ovis.volume._names import check_name
 
+from ._attach_model import (
+    AttachedElsewhere,
+    AttachInfo,
+    Attachment,
+    MigrationWindow,
+    owner_value,
+    parse_owner,
+    when,
+)
 from ._catalog import SessionSource, session_source
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class AttachedElsewhere(VolumeInUse):
-    """Another node (or an earlier session of this one) holds the volume read-write."""
-
-    def __init__(self, message: str, name: str, node: str) -> None:
-        super().__init__(message)
-        self.name = name
-        self.node = node
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class MigrationWindow:
-    """`name` may have a second writer on `to_node` while `from_node` holds it, until then."""
-
-    name: str
-    from_node: str
-    to_node: str
-    until_ns: int
-
-    def open(self, now_ns: int | None = None) -> bool:
-        return (time.time_ns() if now_ns is None else now_ns) < self.until_ns
-
-    @property
-    def pair(self) -> tuple[str, str]:
-        return self.from_node, self.to_node
-
-    def encode(self) -> bytes:
-        return json.dumps(
-            {"from": self.from_node, "to": self.to_node, "until_ns": self.until_ns}
-        ).encode()
-
-    @classmethod
-    def decode(cls, name: str, raw: bytes) -> MigrationWindow | None:
-        try:
-            data = json.loads(raw)
-            return cls(name, str(data["from"]), str(data["to"]), int(data["until_ns"]))
-        except (ValueError, TypeError, KeyError):
-            return None
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class AttachInfo:
-    """Who holds `name` read-write, since when, with which token; any migration under way."""
-
-    name: str
-    node: str
-    token: int
-    since_ns: int
-    incoming: tuple[str, int] | None = None  # (node, token) of the migration's destination
-    window: MigrationWindow | None = None
-
-
-class Attachment:
-    """This node's read-write hold on one volume.
-
-    `token` is the fencing token (it changes once, on promotion).  `lost` is
-    set when the attachment stops guaranteeing a single writer (lease gone,
-    session lost, window closed, detached), with `reason` saying why: refuse
-    writes from then on.  `promoted` is set when an incoming (migration)
-    attachment becomes the holder: raise the fence to the new token.
-    """
-
-    def __init__(
-        self, name: str, node: str, token: int, since_ns: int, session: Session, key: str
-    ) -> None:
-        self.name = name
-        self.node = node
-        self.token = token
-        self.since_ns = since_ns
-        self.incoming = False
-        self.window: MigrationWindow | None = None
-        self.lost = asyncio.Event()
-        self.promoted = asyncio.Event()
-        self.reason = ""
-        self._session = session
-        self._key = key
-        self._users = 1
-
-    def __repr__(self) -> str:
-        state = "lost" if self.lost.is_set() else "incoming" if self.incoming else "held"
-        return f"Attachment({self.name!r}, node={self.node!r}, token={self.token}, {state})"
-
-
-def _when(ns: int) -> str:
-    return datetime.datetime.fromtimestamp(ns / 1e9, datetime.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
-def _owner(node: str, since_ns: int) -> bytes:
-    return json.dumps({"node": node, "since_ns": since_ns}).encode()
-
-
-def _parse_owner(raw: bytes) -> tuple[str, int]:
-    try:
-        data = json.loads(raw)
-        return str(data["node"]), int(data["since_ns"])
-    except (ValueError, TypeError, KeyError):
-        return "?", 0
 
 
 class AttachLeases:
@@ -232,7 +140,7 @@ class AttachLeases:
             await self._coord.release(incoming.key, incoming.mod_revision)  # ours, revoked
             self._orphans.discard((incoming.key, incoming.mod_revision))
         elif incoming is not None:
-            node, _ = _parse_owner(incoming.value)
+            node, _ = parse_owner(incoming.value)
             raise AttachedElsewhere(
                 f"volume {name!r} is being migrated to node {node}; attach it there", name, node
             )
@@ -245,7 +153,7 @@ class AttachLeases:
     async def _acquire(self, key: str, session: Session, since: int) -> tuple[int | None, bytes]:
         """Take the lock `key`: (token, b"") or (None, its holder's value)."""
         while True:
-            token = await self._coord.try_acquire(key, session, _owner(self.node_id, since))
+            token = await self._coord.try_acquire(key, session, owner_value(self.node_id, since))
             if token is not None:
                 return token, b""
             current = await self._coord.get(key)
@@ -257,16 +165,16 @@ class AttachLeases:
             self._orphans.discard((key, current.mod_revision))
 
     def _elsewhere(self, name: str, owner: bytes) -> AttachedElsewhere:
-        node, since = _parse_owner(owner)
+        node, since = parse_owner(owner)
         if node == self.node_id:
             return AttachedElsewhere(
                 f"volume {name!r} is still attached on this node ({node}) by an earlier "
-                f"session, since {_when(since)}; it is released when that session expires",
+                f"session, since {when(since)}; it is released when that session expires",
                 name,
                 node,
             )
         return AttachedElsewhere(
-            f"volume {name!r} is attached read-write on node {node} since {_when(since)}; "
+            f"volume {name!r} is attached read-write on node {node} since {when(since)}; "
             f"detach it there, or migrate it with `ovis vdi attach {name} --migrate-from {node}`",
             name,
             node,
@@ -276,7 +184,7 @@ class AttachLeases:
         current = await self._coord.get(self._key(name))
         if current is None:  # the source let go already: an ordinary attach
             return await self._take(name, session)
-        holder, _ = _parse_owner(current.value)
+        holder, _ = parse_owner(current.value)
         if holder != source or source == self.node_id:
             raise self._elsewhere(name, current.value)
         window = await self._window(name)
@@ -292,7 +200,7 @@ class AttachLeases:
         key = self._incoming_key(name)
         token, other = await self._acquire(key, session, since)
         if token is None:
-            node = _parse_owner(other)[0]
+            node = parse_owner(other)[0]
             raise AttachedElsewhere(
                 f"volume {name!r} is already being migrated to node {node}", name, node
             )
@@ -345,7 +253,7 @@ class AttachLeases:
             if now and now.open() and now.pair != window.pair:
                 raise VolumeInUse(
                     f"a migration of {name!r} from {now.from_node} to {now.to_node} "
-                    f"is open until {_when(now.until_ns)}"
+                    f"is open until {when(now.until_ns)}"
                 )
             revision = old.mod_revision if old is not None else 0
             try:
@@ -386,7 +294,7 @@ class AttachLeases:
             name, _, rest = kv.key.removeprefix(self._attach_prefix).partition("/")
             if only is not None and name != only:
                 continue
-            node, since = _parse_owner(kv.value)
+            node, since = parse_owner(kv.value)
             if rest == "incoming":
                 incoming[name] = (node, kv.mod_revision)
             elif not rest:
@@ -489,7 +397,7 @@ class AttachLeases:
             except CoordinatorError:  # cannot see an extension: the window is over
                 window = None
             if window is None or window.pair != attachment.window.pair or not window.open():
-                closed = f"closed at {_when(attachment.window.until_ns)}"
+                closed = f"closed at {when(attachment.window.until_ns)}"
                 source = attachment.window.from_node
                 self._drop(attachment, f"the migration window {closed} before {source} detached")
                 return

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from ovis.block._device import BlockDevice, BlockError, Buffer, Filter
-from ovis.cluster._attach import AttachedElsewhere, AttachLeases, Attachment
+from ovis.cluster._attach import AttachLeases
+from ovis.cluster._attach_model import AttachedElsewhere, Attachment
 from ovis.cluster._catalog import CoordinatorCatalog
 from ovis.cluster._config import load_config
 from ovis.cluster._gateway import ReplicatedObjectStore
