@@ -39,7 +39,7 @@ class Node:
         self.recovery: Recovery | None = None
         self.member: ClusterNode | None = None
         self._server: PeerServer | None = None
-        self._pool: PeerPool | None = None
+        self.pool: PeerPool | None = None
         self._follow: asyncio.Task[None] | None = None
         self.port = 0  # kept across restarts, so peers find the node where it was
 
@@ -50,14 +50,14 @@ class Node:
         self.service = StorageService(self.store, view, self.dir / "fences.json")
         self._server = PeerServer(self.service)
         host, self.port = await self._server.listen("127.0.0.1", self.port)
-        self._pool = PeerPool(timeout=2.0)
-        self.gateway = ReplicatedObjectStore(self.service, view, self._pool, retry_deadline=15)
+        self.pool = PeerPool(timeout=2.0)
+        self.gateway = ReplicatedObjectStore(self.service, view, self.pool, retry_deadline=15)
         me = NodeInfo(self.id, self.id, 1.0, f"{host}:{self.port}")
         self.member = ClusterNode(self.coord, me, ttl=self.ttl, settle=0.05)
         await self.member.start()
         view.target = self.member
         if recovery:
-            self.recovery = Recovery(self.service, view, self._pool, self.coord, self.dir)
+            self.recovery = Recovery(self.service, view, self.pool, self.coord, self.dir)
             self.recovery.start()
             self._follow = asyncio.create_task(self._notify())
 
@@ -76,8 +76,8 @@ class Node:
             await self.recovery.aclose()
         if self._server is not None:
             await self._server.aclose()
-        if self._pool is not None:
-            await self._pool.aclose()
+        if self.pool is not None:
+            await self.pool.aclose()
         if self.member is not None:
             await self.member.aclose()
         if self.store is not None:
