@@ -3,8 +3,9 @@
 One persistent connection per peer address, opened on first use and again
 after it dies; requests on it are pipelined, each waiting on a future keyed
 by its request id (no Task per request), and the replies may come in any
-order.  Requests made in one event-loop iteration leave in one writev, the
-header and the caller's payload side by side (the payload is not copied).
+order.  Requests made in one event-loop iteration go to the transport
+together, and a big payload is written from the caller's buffer, not copied
+into a joined message (`write_buffers`).
 
 Failure model: a peer that refuses, resets, closes, sends bytes that are not
 a valid reply, or leaves a request unanswered for `timeout` seconds is
@@ -31,6 +32,7 @@ from ovis.store import ObjectStat
 
 from ._model import PeerUnavailable
 from ._wire import (
+    DIRECT_PAYLOAD,
     NEED_DATA,
     Flag,
     Op,
@@ -47,6 +49,27 @@ from ._wire import (
 )
 
 FLUSH_AT = 256 * 1024  # request bytes coalesced before they must go to the transport
+
+
+def write_buffers(transport: asyncio.WriteTransport, buffers: list[Buffer]) -> None:
+    """Write frames without copying big payloads.
+
+    asyncio's writelines on Python 3.11 joins its buffers into one (a copy of
+    every payload); here runs of small buffers are joined and each one of at
+    least DIRECT_PAYLOAD bytes is written on its own, which the transport
+    sends from the caller's memory.
+    """
+    small: list[Buffer] = []
+    for buf in buffers:
+        if memoryview(buf).nbytes < DIRECT_PAYLOAD:
+            small.append(buf)
+            continue
+        if small:
+            transport.write(b"".join(small))
+            small = []
+        transport.write(buf)
+    if small:
+        transport.write(b"".join(small))
 
 
 def split_address(addr: str) -> tuple[str, int]:
@@ -83,7 +106,7 @@ class PeerPool:
         self, addr: str, epoch: int, oid: int, offset: int, length: int, *, raw: bool = False
     ) -> Buffer:
         """`length` bytes of `oid` from `offset` (bytes, or a bytearray for big reads)."""
-        flags = Flag.RAW if raw else Flag(0)
+        flags = Flag.RAW if raw else 0
         reply = await self._call(
             addr, Op.READ, epoch, oid=oid, offset=offset, length=length, flags=flags
         )
@@ -95,13 +118,13 @@ class PeerPool:
         self, addr: str, epoch: int, oid: int, *, raw: bool = False
     ) -> tuple[int, bytes]:
         """The object's version and its bytes, from one moment."""
-        flags = Flag.RAW if raw else Flag(0)
+        flags = Flag.RAW if raw else 0
         reply = await self._call(addr, Op.READ_OBJECT, epoch, oid=oid, flags=flags)
         data = reply.payload
         return reply.fields[0], data if isinstance(data, bytes) else bytes(data)
 
     async def stat(self, addr: str, epoch: int, oid: int, *, raw: bool = False) -> ObjectStat:
-        flags = Flag.RAW if raw else Flag(0)
+        flags = Flag.RAW if raw else 0
         reply = await self._call(addr, Op.STAT, epoch, oid=oid, flags=flags)
         return ObjectStat(reply.fields[0], reply.fields[1])
 
@@ -169,7 +192,7 @@ class PeerPool:
         length: int = 0,
         version: int = 0,
         token: int = 0,
-        flags: Flag = Flag(0),  # noqa: B008 (an immutable int)
+        flags: int = 0,
         payload: Buffer = b"",
     ) -> Reply:
         request = Request(
@@ -281,7 +304,7 @@ class _PeerConnection(asyncio.BufferedProtocol):
         self._flush_scheduled = False
         out, self._out, self._out_bytes = self._out, [], 0
         if out and self.transport is not None and not self.closed:
-            self.transport.writelines(out)
+            write_buffers(self.transport, out)
 
     def _timed_out(self, reply: asyncio.Future[Reply], timeout: float) -> None:
         if not reply.done():

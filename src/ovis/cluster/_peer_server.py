@@ -6,9 +6,10 @@ in any order: each starts eagerly and becomes a Task only if it has to wait
 (ovis.nbd._eager), as most reads from the page cache do not.
 
 Memory stays bounded per connection: reading from the socket pauses while
-MAX_IN_FLIGHT requests are being served or while the peer is not reading our
-replies (the transport's pause_writing), so at most MAX_IN_FLIGHT requests
-and their payloads are held.  A malformed frame closes that connection and
+MAX_IN_FLIGHT requests, or requests moving MAX_BYTES_IN_FLIGHT bytes, are
+being served, or while the peer is not reading our replies (the transport's
+pause_writing).  So a connection holds at most that, plus one frame being
+received (up to MAX_OBJECT_SIZE).  A malformed frame closes that connection and
 no other.  Only asyncio APIs uvloop also implements are used.
 """
 
@@ -24,6 +25,7 @@ from ovis.block._device import BlockError, Buffer
 from ovis.nbd._constants import Errno
 from ovis.nbd._eager import start_eagerly
 
+from ._peer_client import write_buffers
 from ._service import StorageService
 from ._wire import (
     MAX_LIST_BYTES,
@@ -43,6 +45,7 @@ from ._wire import (
 
 log = logging.getLogger("ovis.cluster")
 MAX_IN_FLIGHT = 64
+MAX_BYTES_IN_FLIGHT = 256 * 1024 * 1024  # payloads received plus lengths being read
 FLUSH_AT = 256 * 1024  # reply bytes coalesced before they must go to the transport
 SHUTDOWN_GRACE = 2.0  # seconds aclose() lets running requests finish before cancelling them
 
@@ -105,6 +108,7 @@ class _PeerConnection(asyncio.BufferedProtocol):
         self.tasks: set[asyncio.Task[None]] = set()
         self.peer = "?"
         self.busy = 0
+        self.bytes_in_flight = 0
         self.reading = True
         self.write_paused = False
         self.closing = False
@@ -175,7 +179,11 @@ class _PeerConnection(asyncio.BufferedProtocol):
         self._pumping = True
         try:
             while not self.closing:
-                if self.write_paused or self.busy >= MAX_IN_FLIGHT:
+                if (
+                    self.write_paused
+                    or self.busy >= MAX_IN_FLIGHT
+                    or self.bytes_in_flight >= MAX_BYTES_IN_FLIGHT
+                ):
                     self._set_reading(False)
                     return
                 try:
@@ -187,15 +195,17 @@ class _PeerConnection(asyncio.BufferedProtocol):
                 if event is NEED_DATA:
                     self._set_reading(True)
                     return
+                cost = event.length + memoryview(event.payload).nbytes
                 self.busy += 1
-                task = start_eagerly(self._serve(event))
+                self.bytes_in_flight += cost
+                task = start_eagerly(self._serve(event, cost))
                 if task is not None:
                     self.tasks.add(task)
                     task.add_done_callback(self.tasks.discard)
         finally:
             self._pumping = False
 
-    async def _serve(self, request: Request) -> None:
+    async def _serve(self, request: Request, cost: int) -> None:
         try:
             try:
                 reply = await self._execute(request)
@@ -206,7 +216,7 @@ class _PeerConnection(asyncio.BufferedProtocol):
             buffers = encode_reply(reply)
             self._out.extend(buffers)
             self._out_bytes += sum(memoryview(b).nbytes for b in buffers)
-            # Replies finished in one loop iteration go out in one writev; big
+            # Replies finished in one loop iteration go out together; big
             # ones at once, so that pause_writing() can stop us reading requests.
             if self._out_bytes >= FLUSH_AT:
                 self._flush_out()
@@ -215,6 +225,7 @@ class _PeerConnection(asyncio.BufferedProtocol):
                 asyncio.get_running_loop().call_soon(self._flush_out)
         finally:
             self.busy -= 1
+            self.bytes_in_flight -= cost
             self._pump()
 
     def _flush_out(self) -> None:
@@ -222,7 +233,7 @@ class _PeerConnection(asyncio.BufferedProtocol):
         out, self._out, self._out_bytes = self._out, [], 0
         transport = self.transport
         if out and transport is not None and not transport.is_closing():
-            transport.writelines(out)
+            write_buffers(transport, out)
 
     async def _execute(self, r: Request) -> Reply:
         s, raw = self.service, bool(r.flags & Flag.RAW)

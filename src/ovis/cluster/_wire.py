@@ -95,7 +95,9 @@ class Op(enum.IntEnum):
     FENCE = 10
 
 
-class Flag(enum.IntFlag):
+class Flag:
+    """Request flag bits (plain ints: enum.IntFlag arithmetic is slow on the hot path)."""
+
     RAW = 1  # skip the service's ensure_current hook (recovery's own reads)
     ALL = 2  # SYNC every object
 
@@ -114,19 +116,27 @@ class Status(enum.IntEnum):
 
 
 # op -> (request fields it uses, flags it allows)
-_REQUEST_USES: dict[Op, tuple[frozenset[str], Flag]] = {
+_REQUEST_USES: dict[Op, tuple[frozenset[str], int]] = {
     Op.READ: (frozenset({"oid", "offset", "length"}), Flag.RAW),
     Op.READ_OBJECT: (frozenset({"oid"}), Flag.RAW),
     Op.STAT: (frozenset({"oid"}), Flag.RAW),
-    Op.CHECKSUMS: (frozenset({"oid"}), Flag(0)),
-    Op.WRITE: (frozenset({"oid", "offset", "version", "token"}), Flag(0)),
-    Op.CREATE: (frozenset({"oid", "version", "token"}), Flag(0)),
-    Op.REMOVE: (frozenset({"oid", "token"}), Flag(0)),
+    Op.CHECKSUMS: (frozenset({"oid"}), 0),
+    Op.WRITE: (frozenset({"oid", "offset", "version", "token"}), 0),
+    Op.CREATE: (frozenset({"oid", "version", "token"}), 0),
+    Op.REMOVE: (frozenset({"oid", "token"}), 0),
     Op.SYNC: (frozenset(), Flag.ALL),
-    Op.LIST: (frozenset(), Flag(0)),
-    Op.FENCE: (frozenset({"oid", "token"}), Flag(0)),
+    Op.LIST: (frozenset(), 0),
+    Op.FENCE: (frozenset({"oid", "token"}), 0),
 }
 _FIELDS = ("oid", "offset", "length", "version", "token")
+# The same as positions of the fields that must be zero, for the per-frame check.
+_REQUEST_RULES = {
+    op: (tuple(i for i, name in enumerate(_FIELDS) if name not in uses), allowed)
+    for op, (uses, allowed) in _REQUEST_USES.items()
+}
+# Wire values to enum members by dict: calling an enum class is slow.
+_OPS = {int(op): op for op in Op}
+_STATUSES = {int(status): status for status in Status}
 # How many of field0..2 an OK reply (by op) or an error reply (by status) uses.
 _OK_FIELDS = {Op.READ_OBJECT: 1, Op.STAT: 2, Op.CHECKSUMS: 2}
 _ERROR_FIELDS = {
@@ -147,12 +157,12 @@ def _check_request(
     op: Op, flags: int, values: tuple[int, int, int, int, int], payload_len: int
 ) -> None:
     """Raise ValueError unless these header values make a valid request."""
-    uses, allowed = _REQUEST_USES[op]
+    unused, allowed = _REQUEST_RULES[op]
     if flags & ~allowed:
         raise ValueError(f"{op.name} does not take flags {flags:#x}")
-    for name, value in zip(_FIELDS, values, strict=True):
-        if name not in uses and value:
-            raise ValueError(f"{op.name} does not use {name}")
+    for i in unused:
+        if values[i]:
+            raise ValueError(f"{op.name} does not use {_FIELDS[i]}")
     oid, offset, length, _, _ = values
     if op == Op.READ and offset + length > MAX_OBJECT_SIZE:
         raise ValueError(f"READ [{offset}, {offset + length}) is outside an object")
@@ -213,13 +223,18 @@ class Request:
     length: int = 0
     version: int = 0
     token: int = 0
-    flags: Flag = Flag(0)  # noqa: RUF009 (an immutable int)
+    flags: int = 0  # Flag bits
     payload: Buffer = b""
 
     def __post_init__(self) -> None:
-        for name in ("request_id", "epoch", "oid", "version", "token"):
-            if not 0 <= getattr(self, name) <= _U64:
-                raise ValueError(f"{name} is not a u64")
+        if not (
+            0 <= self.request_id <= _U64
+            and 0 <= self.epoch <= _U64
+            and 0 <= self.oid <= _U64
+            and 0 <= self.version <= _U64
+            and 0 <= self.token <= _U64
+        ):
+            raise ValueError("request id, epoch, oid, version and token are u64")
         if not 0 <= self.offset <= MAX_OBJECT_SIZE or not 0 <= self.length <= MAX_OBJECT_SIZE:
             raise ValueError("offset or length is outside an object")
         values = (self.oid, self.offset, self.length, self.version, self.token)
@@ -237,7 +252,10 @@ class Reply:
     payload: Buffer = b""
 
     def __post_init__(self) -> None:
-        if not 0 <= self.request_id <= _U64 or not all(0 <= f <= _U64 for f in self.fields):
+        a, b, c = self.fields
+        if not (0 <= self.request_id <= _U64 and 0 <= a <= _U64 and 0 <= b <= _U64):
+            raise ValueError("request id and fields are u64")
+        if not 0 <= c <= _U64:
             raise ValueError("request id and fields are u64")
         _check_reply(self.op, self.status, self.fields, _nbytes(self.payload))
         if self.status != Status.OK:
@@ -309,6 +327,7 @@ def error_reply(request: Request, exc: BaseException) -> Reply:
 
 
 E = TypeVar("E", bound=BlockError)
+M = TypeVar("M", Op, Status)
 
 
 def _exactly(cls: type[E], errno: Errno, message: str) -> E:
@@ -421,6 +440,7 @@ class _FrameReader(Generic[F]):
         if scratch_size < self._header.size + DIRECT_PAYLOAD:
             raise ValueError("scratch buffer is too small for a frame below DIRECT_PAYLOAD")
         self._scratch = bytearray(scratch_size)
+        self._view = memoryview(self._scratch)  # slices of it copy once, not twice
         self._start = 0
         self._end = 0
         self._pending: tuple[int, ...] | None = None  # a parsed header awaiting its payload
@@ -434,11 +454,11 @@ class _FrameReader(Generic[F]):
             return memoryview(self._payload)[self._filled :]
         if len(self._scratch) - self._end < DIRECT_PAYLOAD and self._start:
             unread = self._end - self._start
-            self._scratch[:unread] = self._scratch[self._start : self._end]
+            self._view[:unread] = self._view[self._start : self._end]
             self._start, self._end = 0, unread
         if self._end == len(self._scratch):
             raise RuntimeError("drain next_event() before receiving more data")
-        return memoryview(self._scratch)[self._end :]
+        return self._view[self._end :]
 
     def buffer_updated(self, nbytes: int) -> None:
         """`nbytes` were written at the start of the last get_buffer()."""
@@ -464,6 +484,7 @@ class _FrameReader(Generic[F]):
         unread = self._scratch[self._start : self._end]
         self._scratch = bytearray(2 * len(self._scratch))
         self._scratch[: len(unread)] = unread
+        self._view = memoryview(self._scratch)
         self._start, self._end = 0, len(unread)
 
     @property
@@ -503,12 +524,12 @@ class _FrameReader(Generic[F]):
                 return NEED_DATA
             payload, self._payload, self._filled = self._payload, None, 0
         elif self._end - self._start >= size:
-            payload = bytes(self._scratch[self._start : self._start + size]) if size else b""
+            payload = bytes(self._view[self._start : self._start + size]) if size else b""
             self._start += size
         elif size >= DIRECT_PAYLOAD:
             have = self._end - self._start
             self._payload = bytearray(size)
-            self._payload[:have] = self._scratch[self._start : self._end]
+            self._payload[:have] = self._view[self._start : self._end]
             self._filled = have
             self._start = self._end = 0
             return NEED_DATA
@@ -537,13 +558,11 @@ class RequestDecoder(_FrameReader[Request]):
 
     def _check_header(self, values: tuple[int, ...]) -> None:
         _, op, flags, _, _, _, oid, offset, length, version, token, size = values
-        _check_request(Op(op), flags, (oid, offset, length, version, token), size)
+        _check_request(_member(_OPS, op, "op"), flags, (oid, offset, length, version, token), size)
 
     def _build(self, values: tuple[int, ...], payload: Buffer) -> Request:
         _, op, flags, _, rid, epoch, oid, offset, length, version, token, _ = values
-        return Request(
-            Op(op), rid, epoch, oid, offset, length, version, token, Flag(flags), payload
-        )
+        return Request(_OPS[op], rid, epoch, oid, offset, length, version, token, flags, payload)
 
 
 class ReplyDecoder(_FrameReader[Reply]):
@@ -554,8 +573,15 @@ class ReplyDecoder(_FrameReader[Reply]):
 
     def _check_header(self, values: tuple[int, ...]) -> None:
         _, op, status, _, _, a, b, c, size = values
-        _check_reply(Op(op), Status(status), (a, b, c), size)
+        _check_reply(_member(_OPS, op, "op"), _member(_STATUSES, status, "status"), (a, b, c), size)
 
     def _build(self, values: tuple[int, ...], payload: Buffer) -> Reply:
         _, op, status, _, rid, a, b, c, _ = values
-        return Reply(Op(op), rid, Status(status), (a, b, c), payload)
+        return Reply(_OPS[op], rid, _STATUSES[status], (a, b, c), payload)
+
+
+def _member(members: dict[int, M], value: int, what: str) -> M:
+    try:
+        return members[value]
+    except KeyError:
+        raise ValueError(f"unknown {what} {value}") from None
