@@ -12,26 +12,23 @@ from hypothesis import strategies as st
 from ovis.block._device import BlockError
 from ovis.cluster._model import Fenced, NotAccepting, PeerUnavailable, WrongEpoch
 from ovis.cluster._wire import (
-    NEED_DATA,
     Flag,
     Op,
     PeerProtocolError,
     Reply,
-    ReplyDecoder,
     Request,
-    RequestDecoder,
     Status,
     encode_reply,
     encode_request,
-    error_reply,
     pack_crcs,
     pack_oids,
     pack_versions,
-    reply_error,
     unpack_crcs,
     unpack_oids,
     unpack_versions,
 )
+from ovis.cluster._wire_decode import NEED_DATA, ReplyDecoder, RequestDecoder
+from ovis.cluster._wire_errors import error_reply, reply_error
 from ovis.nbd._constants import Errno
 from ovis.store import ChecksumError, ObjectNotFound, StaleVersion, StoreClosed
 

@@ -33,20 +33,19 @@ from ovis.store import ObjectStat
 from ._model import PeerUnavailable
 from ._wire import (
     DIRECT_PAYLOAD,
-    NEED_DATA,
     Flag,
     Op,
     PeerProtocolError,
     Reply,
-    ReplyDecoder,
     Request,
     Status,
     encode_request,
     pack_oids,
-    reply_error,
     unpack_crcs,
     unpack_versions,
 )
+from ._wire_decode import NEED_DATA, ReplyDecoder
+from ._wire_errors import reply_error
 
 FLUSH_AT = 256 * 1024  # request bytes coalesced before they must go to the transport
 

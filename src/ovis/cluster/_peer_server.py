@@ -29,19 +29,18 @@ from ._peer_client import write_buffers
 from ._service import StorageService
 from ._wire import (
     MAX_LIST_BYTES,
-    NEED_DATA,
     Flag,
     Op,
     PeerProtocolError,
     Reply,
     Request,
-    RequestDecoder,
     encode_reply,
-    error_reply,
     pack_crcs,
     pack_versions,
     unpack_oids,
 )
+from ._wire_decode import NEED_DATA, RequestDecoder
+from ._wire_errors import error_reply
 
 log = logging.getLogger("ovis.cluster")
 MAX_IN_FLIGHT = 64

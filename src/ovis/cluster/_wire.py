@@ -32,14 +32,15 @@ What each op uses (every other field must be zero):
 An error reply has a non-zero status naming the exception type, its numeric
 attributes in field0..2 and its message (UTF-8, at most MAX_MESSAGE bytes)
 as payload, so the client re-raises the type the service raised, with the
-same fields (`error_reply` / `reply_error`).
+same fields (`_wire_errors`: `error_reply` / `reply_error`).
 
 Every frame is bounded before its payload is buffered: data payloads by
 MAX_OBJECT_SIZE, a LIST reply by MAX_LIST_BYTES (16 bytes per object: 16 Mi
 objects), SYNC by MAX_SYNC_OIDS.  Bytes that are not a valid frame raise
 PeerProtocolError; the connection must then be closed.  Payloads of at least
 DIRECT_PAYLOAD bytes are received straight into a buffer of their own
-(`get_buffer`/`buffer_updated`, as asyncio.BufferedProtocol calls them).
+(`_wire_decode`, through `get_buffer`/`buffer_updated`, as asyncio.BufferedProtocol
+calls them).
 """
 
 from __future__ import annotations
@@ -50,20 +51,11 @@ import enum
 import struct
 import sys
 from collections.abc import Iterable
-from typing import Generic, TypeVar
 
-from ovis.block._device import BlockError, Buffer
+from ovis.block._device import Buffer
 from ovis.nbd._constants import Errno
-from ovis.store import (
-    MAX_OBJECT_SIZE,
-    ChecksumError,
-    ObjectNotFound,
-    StaleVersion,
-    StoreClosed,
-)
+from ovis.store import MAX_OBJECT_SIZE
 from ovis.store._format import SUB_BLOCK
-
-from ._model import Fenced, NotAccepting, PeerUnavailable, WrongEpoch
 
 REQUEST_MAGIC = 0x4F565251  # "OVRQ"
 REPLY_MAGIC = 0x4F565250  # "OVRP"
@@ -135,8 +127,8 @@ _REQUEST_RULES = {
     for op, (uses, allowed) in _REQUEST_USES.items()
 }
 # Wire values to enum members by dict: calling an enum class is slow.
-_OPS = {int(op): op for op in Op}
-_STATUSES = {int(status): status for status in Status}
+OPS = {int(op): op for op in Op}
+STATUSES = {int(status): status for status in Status}
 # How many of field0..2 an OK reply (by op) or an error reply (by status) uses.
 _OK_FIELDS = {Op.READ_OBJECT: 1, Op.STAT: 2, Op.CHECKSUMS: 2}
 _ERROR_FIELDS = {
@@ -153,7 +145,7 @@ def _nbytes(payload: Buffer) -> int:
     return memoryview(payload).nbytes
 
 
-def _check_request(
+def check_request(
     op: Op, flags: int, values: tuple[int, int, int, int, int], payload_len: int
 ) -> None:
     """Raise ValueError unless these header values make a valid request."""
@@ -180,7 +172,7 @@ def _check_request(
         raise ValueError(f"volume id {oid} is not 24 bits")
 
 
-def _check_reply(op: Op, status: Status, fields: tuple[int, int, int], payload_len: int) -> None:
+def check_reply(op: Op, status: Status, fields: tuple[int, int, int], payload_len: int) -> None:
     """Raise ValueError unless these header values make a valid reply."""
     used = _OK_FIELDS.get(op, 0) if status == Status.OK else _ERROR_FIELDS.get(status, 0)
     if any(fields[used:]):
@@ -238,7 +230,7 @@ class Request:
         if not 0 <= self.offset <= MAX_OBJECT_SIZE or not 0 <= self.length <= MAX_OBJECT_SIZE:
             raise ValueError("offset or length is outside an object")
         values = (self.oid, self.offset, self.length, self.version, self.token)
-        _check_request(self.op, self.flags, values, _nbytes(self.payload))
+        check_request(self.op, self.flags, values, _nbytes(self.payload))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -257,7 +249,7 @@ class Reply:
             raise ValueError("request id and fields are u64")
         if not 0 <= c <= _U64:
             raise ValueError("request id and fields are u64")
-        _check_reply(self.op, self.status, self.fields, _nbytes(self.payload))
+        check_reply(self.op, self.status, self.fields, _nbytes(self.payload))
         if self.status != Status.OK:
             try:
                 bytes(self.payload).decode()
@@ -283,89 +275,6 @@ def encode_reply(reply: Reply) -> list[Buffer]:
         REPLY_MAGIC, reply.op, reply.status, 0, reply.request_id, *reply.fields, size
     )
     return [header, reply.payload] if size else [header]
-
-
-# -- errors as replies ------------------------------------------------------------------
-
-
-def _message(text: str) -> bytes:
-    raw = text.encode()
-    if len(raw) <= MAX_MESSAGE:
-        return raw
-    return raw[:MAX_MESSAGE].decode(errors="ignore").encode()
-
-
-def error_reply(request: Request, exc: BaseException) -> Reply:
-    """The reply that makes the client raise `exc` again (a non-BlockError becomes one)."""
-    fields: tuple[int, int, int] = (0, 0, 0)
-    payload = _message(str(exc))
-    if isinstance(exc, ObjectNotFound):
-        status, fields = Status.OBJECT_NOT_FOUND, (exc.oid, 0, 0)
-    elif isinstance(exc, StaleVersion):
-        status, fields = Status.STALE_VERSION, (exc.oid, exc.version, exc.current)
-    elif isinstance(exc, ChecksumError):
-        status, fields = Status.CHECKSUM, (exc.oid, 0, 0)
-    elif isinstance(exc, WrongEpoch):
-        status, fields = Status.WRONG_EPOCH, (exc.theirs, exc.ours, 0)
-    elif isinstance(exc, Fenced):
-        status, fields = Status.FENCED, (exc.vid, exc.token, exc.newest)
-    elif isinstance(exc, NotAccepting):
-        status = Status.NOT_ACCEPTING
-    elif isinstance(exc, StoreClosed):
-        status = Status.STORE_CLOSED
-    elif isinstance(exc, PeerUnavailable):
-        status = Status.PEER_UNAVAILABLE
-        payload = _message(exc.peer + "\0" + str(exc))
-    elif isinstance(exc, BlockError):
-        status, fields = Status.BLOCK_ERROR, (int(exc.errno), 0, 0)
-    elif isinstance(exc, ValueError):
-        status, fields = Status.BLOCK_ERROR, (int(Errno.EINVAL), 0, 0)
-    else:
-        status, fields = Status.BLOCK_ERROR, (int(Errno.EIO), 0, 0)
-        payload = _message(f"internal error: {type(exc).__name__}: {exc}")
-    return Reply(request.op, request.request_id, status, fields, payload)
-
-
-E = TypeVar("E", bound=BlockError)
-M = TypeVar("M", Op, Status)
-
-
-def _exactly(cls: type[E], errno: Errno, message: str) -> E:
-    """An exception of type `cls` whose message is `message`, verbatim."""
-    exc = cls.__new__(cls)
-    BlockError.__init__(exc, errno, message)
-    return exc
-
-
-def reply_error(reply: Reply) -> BlockError:
-    """The exception an error reply stands for (same type, fields and message)."""
-    a, b, c = reply.fields
-    message = bytes(reply.payload).decode()
-    status = reply.status
-    if status == Status.OBJECT_NOT_FOUND:
-        return ObjectNotFound(a)
-    if status == Status.STALE_VERSION:
-        return StaleVersion(a, b, c)
-    if status == Status.CHECKSUM:
-        checksum = _exactly(ChecksumError, Errno.EIO, message)
-        checksum.oid = a
-        return checksum
-    if status == Status.WRONG_EPOCH:
-        return WrongEpoch(a, b)
-    if status == Status.FENCED:
-        return Fenced(a, b, c)
-    if status == Status.NOT_ACCEPTING:
-        return NotAccepting(message)
-    if status == Status.STORE_CLOSED:
-        return StoreClosed()
-    if status == Status.PEER_UNAVAILABLE:
-        peer, _, text = message.partition("\0")
-        unavailable = _exactly(PeerUnavailable, Errno.EIO, text)
-        unavailable.peer = peer
-        return unavailable
-    if status == Status.BLOCK_ERROR:
-        return BlockError(Errno(a), message)
-    raise ValueError(f"{status.name} is not an error")
 
 
 # -- payloads ------------------------------------------------------------------------------
@@ -409,179 +318,3 @@ def pack_versions(pairs: Iterable[tuple[int, int]]) -> bytes:
 def unpack_versions(payload: Buffer) -> list[tuple[int, int]]:
     flat = _u_list("Q", payload)
     return list(zip(flat[::2], flat[1::2], strict=True))
-
-
-# -- decoding --------------------------------------------------------------------------------
-
-
-class _NeedData(enum.Enum):
-    NEED_DATA = "NEED_DATA"
-
-
-NEED_DATA = _NeedData.NEED_DATA
-F = TypeVar("F", Request, Reply)
-
-
-class _FrameReader(Generic[F]):
-    """Frames from a byte stream: `receive_data` (or get_buffer/buffer_updated), then
-    `next_event()` until it returns NEED_DATA.
-
-    Small frames are parsed out of a fixed scratch buffer; a payload of at
-    least DIRECT_PAYLOAD bytes gets a buffer of its own.  Through get_buffer,
-    the scratch never grows: the caller must drain next_event() before asking
-    for more room (RuntimeError otherwise).  receive_data grows it as needed,
-    so a caller feeding many frames at once should drain between feeds.
-    """
-
-    _header: struct.Struct
-    _magic: int
-
-    def __init__(self, scratch_size: int = 256 * 1024) -> None:
-        if scratch_size < self._header.size + DIRECT_PAYLOAD:
-            raise ValueError("scratch buffer is too small for a frame below DIRECT_PAYLOAD")
-        self._scratch = bytearray(scratch_size)
-        self._view = memoryview(self._scratch)  # slices of it copy once, not twice
-        self._start = 0
-        self._end = 0
-        self._pending: tuple[int, ...] | None = None  # a parsed header awaiting its payload
-        self._payload: bytearray | None = None  # a big payload being received
-        self._filled = 0
-        self._failed = False
-
-    def get_buffer(self, sizehint: int = -1) -> memoryview:
-        """Where the next received bytes should go (then call buffer_updated)."""
-        if self._payload is not None:
-            return memoryview(self._payload)[self._filled :]
-        if len(self._scratch) - self._end < DIRECT_PAYLOAD and self._start:
-            unread = self._end - self._start
-            self._view[:unread] = self._view[self._start : self._end]
-            self._start, self._end = 0, unread
-        if self._end == len(self._scratch):
-            raise RuntimeError("drain next_event() before receiving more data")
-        return self._view[self._end :]
-
-    def buffer_updated(self, nbytes: int) -> None:
-        """`nbytes` were written at the start of the last get_buffer()."""
-        if self._payload is not None:
-            self._filled += nbytes
-        else:
-            self._end += nbytes
-
-    def receive_data(self, data: Buffer) -> None:
-        """Feed bytes received from the peer."""
-        with memoryview(data) as whole, whole.cast("B") as view:
-            at = 0
-            while at < len(view):
-                if self._payload is None and self._end == len(self._scratch):
-                    self._grow()
-                with self.get_buffer() as room:
-                    n = min(len(room), len(view) - at)
-                    room[:n] = view[at : at + n]
-                self.buffer_updated(n)
-                at += n
-
-    def _grow(self) -> None:
-        unread = self._scratch[self._start : self._end]
-        self._scratch = bytearray(2 * len(self._scratch))
-        self._scratch[: len(unread)] = unread
-        self._view = memoryview(self._scratch)
-        self._start, self._end = 0, len(unread)
-
-    @property
-    def buffered(self) -> int:
-        """Bytes received and not yet returned as frames."""
-        return self._end - self._start + self._filled
-
-    def next_event(self) -> F | _NeedData:
-        """The next complete frame, or NEED_DATA.  Raises PeerProtocolError."""
-        if self._failed:
-            raise PeerProtocolError("the stream is already broken")
-        try:
-            return self._next()
-        except PeerProtocolError:
-            self._failed = True
-            raise
-
-    def _next(self) -> F | _NeedData:
-        if self._pending is None:
-            if self._end - self._start < self._header.size:
-                return NEED_DATA
-            values = self._header.unpack_from(self._scratch, self._start)
-            if values[0] != self._magic:
-                raise PeerProtocolError(f"bad magic {values[0]:#010x}")
-            if values[3]:
-                raise PeerProtocolError("reserved header bits are set")
-            try:
-                self._check_header(values)
-            except ValueError as exc:
-                raise PeerProtocolError(str(exc)) from None
-            self._start += self._header.size
-            self._pending = values
-        size = self._pending[-1]
-        payload: Buffer
-        if self._payload is not None:
-            if self._filled < size:
-                return NEED_DATA
-            payload, self._payload, self._filled = self._payload, None, 0
-        elif self._end - self._start >= size:
-            payload = bytes(self._view[self._start : self._start + size]) if size else b""
-            self._start += size
-        elif size >= DIRECT_PAYLOAD:
-            have = self._end - self._start
-            self._payload = bytearray(size)
-            self._payload[:have] = self._view[self._start : self._end]
-            self._filled = have
-            self._start = self._end = 0
-            return NEED_DATA
-        else:
-            return NEED_DATA
-        values, self._pending = self._pending, None
-        if self._start == self._end:
-            self._start = self._end = 0
-        try:
-            return self._build(values, payload)
-        except ValueError as exc:
-            raise PeerProtocolError(str(exc)) from None
-
-    def _check_header(self, values: tuple[int, ...]) -> None:
-        raise NotImplementedError
-
-    def _build(self, values: tuple[int, ...], payload: Buffer) -> F:
-        raise NotImplementedError
-
-
-class RequestDecoder(_FrameReader[Request]):
-    """The server's side: bytes in, Requests out."""
-
-    _header = REQUEST_HEADER
-    _magic = REQUEST_MAGIC
-
-    def _check_header(self, values: tuple[int, ...]) -> None:
-        _, op, flags, _, _, _, oid, offset, length, version, token, size = values
-        _check_request(_member(_OPS, op, "op"), flags, (oid, offset, length, version, token), size)
-
-    def _build(self, values: tuple[int, ...], payload: Buffer) -> Request:
-        _, op, flags, _, rid, epoch, oid, offset, length, version, token, _ = values
-        return Request(_OPS[op], rid, epoch, oid, offset, length, version, token, flags, payload)
-
-
-class ReplyDecoder(_FrameReader[Reply]):
-    """The client's side: bytes in, Replies out."""
-
-    _header = REPLY_HEADER
-    _magic = REPLY_MAGIC
-
-    def _check_header(self, values: tuple[int, ...]) -> None:
-        _, op, status, _, _, a, b, c, size = values
-        _check_reply(_member(_OPS, op, "op"), _member(_STATUSES, status, "status"), (a, b, c), size)
-
-    def _build(self, values: tuple[int, ...], payload: Buffer) -> Reply:
-        _, op, status, _, rid, a, b, c, _ = values
-        return Reply(_OPS[op], rid, _STATUSES[status], (a, b, c), payload)
-
-
-def _member(members: dict[int, M], value: int, what: str) -> M:
-    try:
-        return members[value]
-    except KeyError:
-        raise ValueError(f"unknown {what} {value}") from None
