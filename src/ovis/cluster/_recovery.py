@@ -8,7 +8,8 @@ Design note.
   missing or older than the newest version any member holds, with the
   members holding that version.
 - Copy: pending objects are fetched in oid order, throttled to `max_rate`
-  bytes/s.  An object held locally at an older version is patched: only the
+  bytes/s (the background loop only: an out-of-order fetch for a client
+  is never held back).  An object held locally at an older version is patched: only the
   64 KiB sub-blocks whose CRC differs from the newest copy's are read (the
   stores keep those CRCs, so comparing costs no data reads).  Each copy is
   written with its version (an older copy never replaces a newer one: the
@@ -22,6 +23,9 @@ Design note.
   copy fetched while writes go on is completed by those writes.
 - Capacity: before each fetch the data directory must keep `reserve` bytes
   free after it; if not, recovery waits (and says so in `status`).
+- A node left out of the current epoch (frozen, cut off) neither copies
+  nor purges: placement gives it nothing there, and what it holds waits
+  for the epoch it rejoins in.
 - Purge: copies this node holds but placement no longer gives it are removed
   only once every member of E has reported (key `ovis/recovery/<id>`) that it
   finished E.  A newer epoch restarts the whole cycle.
@@ -35,10 +39,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ovis.block._device import BlockError
@@ -80,7 +86,7 @@ class Recovery:
         self._plan_epoch = -1  # the epoch whose plan is ready
         self._pending: dict[int, tuple[int, tuple[NodeInfo, ...]]] = {}
         self._verified: set[int] = set()  # checked one by one before the plan was ready
-        self._inflight: dict[int, asyncio.Future[None]] = {}
+        self._inflight: dict[int, asyncio.Future[int]] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._sent = 0.0  # throttle: bytes sent in the current second
@@ -124,15 +130,20 @@ class Recovery:
         if self._view.epoch.number == epoch.number:
             self._verified.add(oid)
 
-    async def _once(self, oid: int, work: Any) -> None:
-        """Run `work` for `oid` unless a run is in flight; then wait for that one."""
+    async def _once(self, oid: int, work: Callable[[], Awaitable[int]]) -> int:
+        """Run `work` for `oid` unless a run is in flight; then wait for that one.
+
+        Returns the bytes it copied.  Only the background loop waits on the
+        throttle, and it does so after the copy: a client waiting here for an
+        object it is about to use never waits for the rate limit.
+        """
         running = self._inflight.get(oid)
         if running is None:
             running = self._inflight[oid] = asyncio.ensure_future(work())
             running.add_done_callback(lambda _: self._inflight.pop(oid, None))
-        await asyncio.shield(running)
+        return await asyncio.shield(running)
 
-    async def _check(self, oid: int, epoch: Epoch) -> None:
+    async def _check(self, oid: int, epoch: Epoch) -> int:
         """Before the plan: ask every member for its version of `oid`; fetch if newer."""
         local = await self._local_version(oid)
         best, holders = local or 0, []
@@ -148,14 +159,16 @@ class Recovery:
             elif version == best:
                 holders.append(node)
         if holders and (local is None or best > local):
-            await self._fetch(oid, best, tuple(holders), epoch)
+            return await self._fetch(oid, best, tuple(holders), epoch)
+        return 0
 
-    async def _recover(self, oid: int, epoch: Epoch) -> None:
+    async def _recover(self, oid: int, epoch: Epoch) -> int:
         entry = self._pending.get(oid)
         if entry is None:
-            return
-        await self._fetch(oid, entry[0], entry[1], epoch)
+            return 0
+        sent = await self._fetch(oid, entry[0], entry[1], epoch)
         self._pending.pop(oid, None)
+        return sent
 
     # -- the background loop --------------------------------------------------------------
 
@@ -165,6 +178,11 @@ class Recovery:
             self._wake.clear()
             epoch = self._view.epoch
             if not epoch.members or self._plan_epoch == epoch.number:
+                continue
+            if self._view.node_id not in epoch.ids:
+                # Left out of this epoch (say, frozen past its session): it holds
+                # nothing there, and copies it keeps wait for the epoch it rejoins in.
+                self.stats = {"state": "not a member", "epoch": epoch.number}
                 continue
             try:
                 await self._cycle(epoch)
@@ -193,7 +211,8 @@ class Recovery:
                 return
             if oid in self._pending:
                 await self._space_for(oid)
-                await self._once(oid, lambda oid=oid: self._recover(oid, epoch))
+                sent = await self._once(oid, functools.partial(self._recover, oid, epoch))
+                await self._throttle(sent)
             self.stats["copied"] = total - len(self._pending)
         took = time.monotonic() - started
         self.stats.update(state="waiting for peers", seconds=round(took, 3))
@@ -244,20 +263,19 @@ class Recovery:
 
     async def _fetch(
         self, oid: int, version: int, holders: tuple[NodeInfo, ...], epoch: Epoch
-    ) -> None:
-        """Copy `oid` at `version` (or newer) from one of `holders`."""
+    ) -> int:
+        """Copy `oid` at `version` (or newer) from one of `holders`; the bytes sent."""
         last: BlockError | None = None
         for holder in holders:
             try:
                 copy = await self._patched(oid, version, holder, epoch)
                 if copy is None:
-                    return
-                await self._throttle(copy.sent)
+                    return 0
                 with contextlib.suppress(StaleVersion):  # a newer write got here first
                     await self._store.create_and_write(oid, copy.data, copy.version)
                 await self._store.sync([oid])
                 self.stats["bytes"] = self.stats.get("bytes", 0) + copy.sent
-                return
+                return copy.sent
             except (PeerUnavailable, WrongEpoch, ObjectNotFound) as exc:
                 last = exc
         raise last or PeerUnavailable("any", f"no holder of object {oid:016x}")
