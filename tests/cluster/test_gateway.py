@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,8 +19,14 @@ from .inproc import Node, settle, start_cluster, stop_all
 OID = 0x0000_0001_0000_0007  # vid 1, index 7
 
 
-def run(coro: object) -> None:
-    asyncio.run(coro)  # type: ignore[arg-type]
+def run(coro: Coroutine[Any, Any, None], limit: float = 90) -> None:
+    """Run a test's coroutine; a hang fails with a traceback of where it waits."""
+
+    async def bounded() -> None:
+        async with asyncio.timeout(limit):
+            await coro
+
+    asyncio.run(bounded())
 
 
 async def copies_of(nodes: list[Node], oid: int) -> dict[str, tuple[int, bytes]]:
