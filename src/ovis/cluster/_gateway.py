@@ -11,7 +11,8 @@ runs on it unchanged.  Each call is routed by placement in the current epoch:
 - Reads go to the local replica when this node is one (the StorageService
   first brings a stale local copy up to date: recovery's `ensure_current`),
   else to the replicas in placement order.  A replica whose copy fails its
-  checksum is skipped; the next one serves the read.
+  checksum, or cannot be read at all (a full disk refusing to take the
+  newest copy back), is skipped; the next one serves the read.
 - Every request carries the epoch number.  A replica on a newer epoch
   answers WrongEpoch: the gateway waits until it knows that epoch and
   retries with the new placement.  A replica that does not answer
@@ -49,7 +50,7 @@ from typing import TypeVar
 
 from ovis.block._device import BlockError, Buffer
 from ovis.nbd._constants import Errno
-from ovis.store import ChecksumError, ObjectStat, ObjectStore, StoreClosed
+from ovis.store import ChecksumError, ObjectNotFound, ObjectStat, ObjectStore, StoreClosed
 from ovis.store._interface import check_oid, check_range, check_version
 
 from ._model import ClusterView, Epoch, NodeInfo, NotAccepting, PeerUnavailable, WrongEpoch
@@ -250,6 +251,7 @@ class ReplicatedObjectStore(ObjectStore):
             replicas = epoch.replicas(oid)
             ordered = sorted(replicas, key=lambda n: n.id != self._view.node_id)
             last: BlockError | None = None
+            final: BlockError | None = None  # a failure no retry in this epoch fixes
             for node in ordered:
                 try:
                     if node.id == self._view.node_id:
@@ -259,11 +261,16 @@ class ReplicatedObjectStore(ObjectStore):
                     log.warning(
                         "object %016x: bad copy on %s, reading another: %s", oid, node.id, exc
                     )
-                    last = exc
+                    final = exc
                 except _RETRYABLE as exc:
                     last = exc
-            if isinstance(last, ChecksumError):
-                raise last
+                except ObjectNotFound:
+                    raise
+                except BlockError as exc:  # this copy cannot be read (say, it is being
+                    final = final or exc  # fetched again onto a full disk): the next one
+                    log.warning("object %016x: cannot read it on %s: %s", oid, node.id, exc)
+            if final is not None and last is None:
+                raise final
             await self._wait_for_change(epoch, last, deadline, f"read object {oid:016x}")
 
     async def _replicate(

@@ -120,6 +120,11 @@ class Recovery:
     async def ensure_current(self, oid: int) -> None:
         """Bring the local copy of `oid` up to date before a client uses it."""
         epoch = self._view.epoch
+        if oid in self._service.suspect:  # a failed write dropped it: fetch the newest
+            await self._once(oid, lambda: self._check(oid, epoch))
+            if self._view.epoch.number == epoch.number:
+                self._service.suspect.discard(oid)
+            return
         if self._plan_epoch == epoch.number:
             if oid in self._pending:
                 await self._once(oid, lambda: self._recover(oid, epoch))

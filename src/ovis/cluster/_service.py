@@ -22,6 +22,14 @@ Then, for non-raw access, `ensure_current(oid)` lets recovery bring a stale
 or missing local copy up to date before it is served (raw access is how
 recovery itself reads between nodes, so it skips the hook: no cycles).
 
+A mutation that fails here for a reason of this node's own (a full disk,
+an I/O error, a corrupt or missing copy) may have succeeded on the other
+replicas, so this copy is now behind them, and versions cannot tell: they
+come from the volume's sequence, not one per object.  The copy is dropped
+(which also frees its space) and its oid marked *suspect*: ensure_current
+fetches the newest copy from the members before this node serves or
+applies anything more to it, and recovery retries it in the background.
+
 Mutations of one oid run one at a time, and `read_object`/`checksums` take
 the same per-oid lock; the epoch, quorum and fence checks are repeated once
 the lock is held and the hook has run, since either may have waited.
@@ -35,16 +43,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from pathlib import Path
 
-from ovis.block._device import Buffer, block_error_from_os
-from ovis.store import KeyedLock, LocalObjectStore, ObjectStat
+from ovis.block._device import BlockError, Buffer, block_error_from_os
+from ovis.store import KeyedLock, LocalObjectStore, ObjectStat, StaleVersion, StoreClosed
 from ovis.store._interface import check_oid, check_version
 
 from ._model import ClusterView, Fenced, NotAccepting, WrongEpoch
 
+log = logging.getLogger("ovis.cluster")
 MANAGEMENT_TOKEN = (1 << 64) - 1
 MAX_VID = 0xFFFFFF
 
@@ -75,6 +85,8 @@ class StorageService:
         self._locks = KeyedLock()
         self._applying: dict[int, int] = {}  # vid -> mutations past the fence check
         self._drained: dict[int, list[asyncio.Future[None]]] = {}
+        # Local copies a failed mutation left behind the other replicas (dropped).
+        self.suspect: set[int] = set()
 
     # -- reads -----------------------------------------------------------------
 
@@ -143,7 +155,7 @@ class StorageService:
         ChecksumError.
         """
         async with self._mutating(epoch, oid, token):
-            await self.store.write(oid, offset, data, version)
+            await self._applied(oid, self.store.write(oid, offset, data, version))
 
     async def create(self, epoch: int, oid: int, data: Buffer, version: int, token: int) -> None:
         """Make the object hold exactly `data` (create_and_write).
@@ -151,7 +163,7 @@ class StorageService:
         Raises WrongEpoch, NotAccepting, Fenced, StaleVersion.
         """
         async with self._mutating(epoch, oid, token):
-            await self.store.create_and_write(oid, data, version)
+            await self._applied(oid, self.store.create_and_write(oid, data, version))
 
     async def remove(self, epoch: int, oid: int, token: int) -> None:
         """Delete the object (a missing one is fine).  Raises WrongEpoch, NotAccepting, Fenced."""
@@ -248,6 +260,22 @@ class StorageService:
                     for waiter in self._drained.pop(vid, []):
                         if not waiter.done():
                             waiter.set_result(None)
+
+    async def _applied(self, oid: int, mutation: Awaitable[None]) -> None:
+        """Run a mutation of `oid` (its lock held); if it fails here, drop the copy."""
+        try:
+            await mutation
+        except (StaleVersion, StoreClosed):
+            raise  # a newer copy is already here / the node is stopping: nothing lost
+        except BlockError as exc:
+            self.suspect.add(oid)
+            log.warning("object %016x: a write failed here (%s); dropping this copy "
+                        "until it is fetched again from the other replicas", oid, exc)  # fmt: skip
+            try:
+                await self.store.remove(oid)
+            except BlockError as removing:
+                log.warning("object %016x: cannot drop this copy: %s", oid, removing)
+            raise
 
     async def _save(self) -> None:
         snapshot = dict(self._fences)
