@@ -110,12 +110,17 @@ class ReplicatedObjectStore(ObjectStore):
         finally:
             _management.reset(reset)
 
-    def _token(self, oid: int) -> int:
+    def _check_held(self, oid: int) -> None:
+        """EPERM if the lease on `oid`'s volume was lost (also while a write retries)."""
         vid = (oid >> 32) & 0xFFFFFF
         if vid in self._revoked:
             raise BlockError(
                 Errno.EPERM, f"volume {vid}: this node no longer holds it ({self._revoked[vid]})"
             )
+
+    def _token(self, oid: int) -> int:
+        self._check_held(oid)
+        vid = (oid >> 32) & 0xFFFFFF
         token = self._tokens.get(vid)
         if token is not None:
             return token
@@ -287,7 +292,8 @@ class ReplicatedObjectStore(ObjectStore):
                 for node in epoch.replicas(oid)
             ]
 
-        await self._retrying(f"write object {oid:016x}", calls)
+        # A write waiting out a partition must not outlive the lease: checked each round.
+        await self._retrying(f"write object {oid:016x}", calls, lambda: self._check_held(oid))
 
     async def _everywhere(
         self,
@@ -305,7 +311,10 @@ class ReplicatedObjectStore(ObjectStore):
         await self._retrying(what, calls)
 
     async def _retrying(
-        self, what: str, calls: Callable[[Epoch], builtins.list[Awaitable[None]]]
+        self,
+        what: str,
+        calls: Callable[[Epoch], builtins.list[Awaitable[None]]],
+        still_wanted: Callable[[], None] = lambda: None,
     ) -> None:
         """Run the calls of one epoch until all succeed in the same epoch, or give up.
 
@@ -316,6 +325,7 @@ class ReplicatedObjectStore(ObjectStore):
         self._check_open()
         deadline = time.monotonic() + self._deadline
         while True:
+            still_wanted()  # raises if the call must not go on
             epoch = self._epoch_or_fail()
             failure: BlockError | None
             if not self._view.accepting_writes():
