@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -20,11 +21,20 @@ OID = 0x0000_0001_0000_0007  # vid 1, index 7
 
 
 def run(coro: Coroutine[Any, Any, None], limit: float = 90) -> None:
-    """Run a test's coroutine; a hang fails with a traceback of where it waits."""
+    """Run a test's coroutine; a hang fails, printing where every task waits."""
 
     async def bounded() -> None:
-        async with asyncio.timeout(limit):
-            await coro
+        main = asyncio.ensure_future(coro)
+        done, _ = await asyncio.wait({main}, timeout=limit)
+        if done:
+            return main.result()
+        print(f"\nstill running after {limit:g} s; every task's stack:")
+        for task in asyncio.all_tasks():
+            if task is not asyncio.current_task():
+                task.print_stack(file=sys.stdout)
+        main.cancel()
+        await asyncio.wait({main}, timeout=10)
+        raise AssertionError(f"the test hung for {limit:g} s (stacks above)")
 
     asyncio.run(bounded())
 
