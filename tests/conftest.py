@@ -1,7 +1,9 @@
-"""Shared fixtures: a real `ovis serve` process on loopback, and image files."""
+"""Shared fixtures: a real `ovis serve` process on loopback, image files, real etcd
+clusters (tests/etcd.py) and small tmpfs mounts for full-disk tests."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -13,6 +15,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.etcd import EtcdCluster, etcd_cluster
 
 OVIS = [sys.executable, "-m", "ovis"]
 READY = re.compile(
@@ -127,3 +131,37 @@ def run(
             f"{' '.join(cmd)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
         )
     return result  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def etcd1(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
+    yield from etcd_cluster(tmp_path_factory.mktemp("etcd1"), 1)
+
+
+@pytest.fixture(scope="module")
+def etcd3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
+    yield from etcd_cluster(tmp_path_factory.mktemp("etcd3"), 3)
+
+
+@pytest.fixture
+def fresh_etcd3(tmp_path: Path) -> Iterator[EtcdCluster]:
+    """A 3-member cluster of its own, for tests that kill members."""
+    yield from etcd_cluster(tmp_path, 3)
+
+
+@contextlib.contextmanager
+def small_tmpfs(mount: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` mounted at `mount` (created); skips the test where mounting
+    is not allowed (root only)."""
+    mount.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {result.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)

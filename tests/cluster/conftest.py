@@ -2,35 +2,18 @@
 
 `coord_url` runs a test on both backends (a SQLite file in tmp_path, and the
 module's 1-member etcd with every `ovis/` key wiped first); `sqlite_url` is
-the SQLite one alone.  The etcd fixtures come from tests/etcd.py.
+the SQLite one alone.  The etcd fixtures are in tests/conftest.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ovis.coord import open_coordinator
-from tests.etcd import EtcdCluster, etcd_cluster
-
-
-@pytest.fixture(scope="module")
-def etcd1(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
-    yield from etcd_cluster(tmp_path_factory.mktemp("etcd1"), 1)
-
-
-@pytest.fixture(scope="module")
-def etcd3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
-    yield from etcd_cluster(tmp_path_factory.mktemp("etcd3"), 3)
-
-
-@pytest.fixture
-def fresh_etcd3(tmp_path: Path) -> Iterator[EtcdCluster]:
-    """A 3-member cluster of its own, for tests that kill members."""
-    yield from etcd_cluster(tmp_path, 3)
+from tests.etcd import EtcdCluster
 
 
 def etcd_url(etcd: EtcdCluster) -> str:

@@ -18,6 +18,7 @@ import pytest
 from ovis.nbd import Errno
 from ovis.nbd._handshake_client import OptionRefused
 from ovis.nbd.client import NbdClient, NbdError
+from tests.conftest import small_tmpfs
 
 from .harness import ETCD, Cluster
 
@@ -28,19 +29,8 @@ MiB = 1 << 20
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """n2's data directory, on a 24 MiB tmpfs."""
-    mount = tmp_path / "data-n2"
-    mount.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=24M", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {result.stderr.strip()}")
-    try:
+    with small_tmpfs(tmp_path / "data-n2", "24M") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 HALF = MiB // 2

@@ -67,6 +67,28 @@ def assert_replicated(cluster: Cluster, copies: int) -> None:
     assert check["clean"], check
 
 
+async def verify_after_n0_returns(cluster: Cluster, checker: Checker, after: str) -> list[Tally]:
+    """Close the checker, wait until n0 has served its last request, verify through n1 and
+    n2, then (if n0 rejoins, which is not required) through n0: it must be current too."""
+    await checker.aclose()  # the zombie connection too: the old node sees DISC
+    await until_closed_on(cluster, 0)
+    tallies = await verify_through(cluster, checker, [1, 2])
+    try:
+        await asyncio.to_thread(cluster.wait_epoch, {0, 1, 2}, 15)
+    except AssertionError as exc:
+        print(f"  n0 did not rejoin after {after}: {exc}")
+        return tallies
+    return tallies + await verify_through(cluster, checker, [0])
+
+
+def report_with_n0(name: str, cluster: Cluster, tallies: list[Tally]) -> None:
+    """The tally; if n0 rejoined, it is a replica again, with current copies."""
+    if len(tallies) == 3:
+        cluster.wait_recovered()
+        assert_replicated(cluster, 2)
+    report(name, cluster, tallies)
+
+
 def test_replica_killed_while_writing(tmp_path: Path) -> None:
     """kill -9 of a replica: writes go on in the next epoch; recovery makes 2 copies again."""
     with Cluster(tmp_path, nodes=3, copies=2) as cluster:
@@ -158,23 +180,11 @@ def test_frozen_gateway_cannot_overwrite_the_new_writer(tmp_path: Path) -> None:
                 await asyncio.to_thread(cluster.cont, 0)
                 await asyncio.sleep(2 * cluster.session_ttl)  # the old node works its queue
                 await checker.wait_acked(200)
-                await checker.aclose()  # the zombie connection too: the old node sees DISC
-                await until_closed_on(cluster, 0)
-                tallies = await verify_through(cluster, checker, [1, 2])
-                try:  # not required here, but if n0 is back, reads through it must be current
-                    await asyncio.to_thread(cluster.wait_epoch, {0, 1, 2}, 15)
-                except AssertionError as exc:
-                    print(f"  n0 did not rejoin after SIGCONT: {exc}")
-                    return tallies
-                return tallies + await verify_through(cluster, checker, [0])
+                return await verify_after_n0_returns(cluster, checker, "SIGCONT")
             finally:
                 await checker.aclose()
 
-        tallies = asyncio.run(scenario())
-        if len(tallies) == 3:  # n0 rejoined: it is a replica again, with current copies
-            cluster.wait_recovered()
-            assert_replicated(cluster, 2)
-        report("frozen gateway", cluster, tallies)
+        report_with_n0("frozen gateway", cluster, asyncio.run(scenario()))
 
 
 def test_restarted_node_with_stale_data_serves_no_stale_reads(tmp_path: Path) -> None:
@@ -268,20 +278,8 @@ def test_gateway_cut_off_from_etcd_stops_acknowledging(tmp_path: Path) -> None:
                 cluster.heal(0)
                 await asyncio.sleep(2 * cluster.session_ttl)
                 await checker.wait_acked(200)
-                await checker.aclose()
-                await until_closed_on(cluster, 0)
-                tallies = await verify_through(cluster, checker, [1, 2])
-                try:
-                    await asyncio.to_thread(cluster.wait_epoch, {0, 1, 2}, 15)
-                except AssertionError as exc:
-                    print(f"  n0 did not rejoin after the partition healed: {exc}")
-                    return tallies
-                return tallies + await verify_through(cluster, checker, [0])
+                return await verify_after_n0_returns(cluster, checker, "the partition healed")
             finally:
                 await checker.aclose()
 
-        tallies = asyncio.run(scenario())
-        if len(tallies) == 3:  # n0 rejoined: it is a replica again, with current copies
-            cluster.wait_recovered()
-            assert_replicated(cluster, 2)
-        report("gateway cut off from etcd", cluster, tallies)
+        report_with_n0("gateway cut off from etcd", cluster, asyncio.run(scenario()))

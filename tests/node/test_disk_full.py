@@ -6,7 +6,6 @@ test is skipped where mounting is not allowed).
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 
 from ovis.nbd import Errno
 from ovis.nbd.client import NbdError
+from tests.conftest import small_tmpfs
 
 from .conftest import Node
 
@@ -22,19 +22,8 @@ MiB = 1 << 20
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "small"
-    mount.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=24M", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {result.stderr.strip()}")
-    try:
+    with small_tmpfs(tmp_path / "small", "24M") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_full_disk_gives_enospc_and_keeps_flushed_data(
