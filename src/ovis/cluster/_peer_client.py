@@ -21,12 +21,11 @@ payload buffer before its call returns.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
-import socket
 from collections.abc import Collection
 from typing import cast
 
+from ovis._net import set_nodelay
 from ovis.block._device import Buffer
 from ovis.store import ObjectStat
 
@@ -329,10 +328,7 @@ class _PeerConnection(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
         self.transport = cast(asyncio.Transport, transport)
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        set_nodelay(transport)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.decoder.get_buffer(sizehint)

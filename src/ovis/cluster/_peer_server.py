@@ -16,11 +16,10 @@ no other.  Only asyncio APIs uvloop also implements are used.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import socket
 from typing import cast
 
+from ovis._net import set_nodelay
 from ovis.block._device import BlockError, Buffer
 from ovis.nbd._constants import Errno
 from ovis.nbd._eager import start_eagerly
@@ -121,10 +120,7 @@ class _PeerConnection(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
         self.transport = cast(asyncio.Transport, transport)
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        set_nodelay(transport)
         peername = transport.get_extra_info("peername")
         self.peer = f"{peername[0]}:{peername[1]}" if peername else "?"
         if self.server._closed:

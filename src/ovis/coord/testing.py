@@ -14,6 +14,8 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 
+from ovis._testing import expect_raises
+
 from ._interface import (
     Compacted,
     CompareFailed,
@@ -47,16 +49,6 @@ async def check_coordinator(factory: Factory) -> None:
             await first.aclose()
             await second.aclose()
     await _check_close(await factory())
-
-
-async def _expect(exc_type: type[BaseException], what: str, call: Awaitable[object]) -> None:
-    try:
-        await call
-    except exc_type:
-        return
-    except BaseException as exc:
-        raise AssertionError(f"{what} raised {exc!r}, not {exc_type.__name__}") from exc
-    raise AssertionError(f"{what} did not raise {exc_type.__name__}")
 
 
 async def _collect(c: Coordinator, prefix: str, start: int, count: int) -> list[WatchEvent]:
@@ -110,11 +102,11 @@ async def _check_compare_and_swap(a: Coordinator, b: Coordinator, p: str) -> Non
         assert exc.actual_revision == r1, exc
     r2 = await b.put_if(key, b"v2", r1)
     assert r2 > r1
-    await _expect(CompareFailed, "put_if with a stale revision", a.put_if(key, b"v3", r1))
-    await _expect(CompareFailed, "put_if on an absent key", a.put_if(p + "absent", b"x", r2))
-    await _expect(CompareFailed, "delete_if with a stale revision", a.delete_if(key, r1))
-    await _expect(CompareFailed, "delete_if on an absent key", a.delete_if(p + "absent", r2))
-    await _expect(ValueError, "delete_if with revision 0", a.delete_if(key, 0))
+    await expect_raises(CompareFailed, "put_if with a stale revision", a.put_if(key, b"v3", r1))
+    await expect_raises(CompareFailed, "put_if on an absent key", a.put_if(p + "absent", b"x", r2))
+    await expect_raises(CompareFailed, "delete_if with a stale revision", a.delete_if(key, r1))
+    await expect_raises(CompareFailed, "delete_if on an absent key", a.delete_if(p + "absent", r2))
+    await expect_raises(ValueError, "delete_if with revision 0", a.delete_if(key, 0))
     kv = await a.get(key)
     assert kv is not None and kv.value == b"v2" and kv.mod_revision == r2, kv
     r3 = await a.delete_if(key, r2)
@@ -198,7 +190,9 @@ async def _check_session_expiry(a: Coordinator, b: Coordinator, p: str) -> None:
     await asyncio.sleep(1.2)  # past a TTL: the kept-alive session must survive
     assert kept.alive() and not kept.lost.is_set()
     assert await b.get(p + "kept") is not None, "a live session's key must stay"
-    await _expect(SessionLost, "put with an expired session", a.put(p + "z", b"", session=dying))
+    await expect_raises(
+        SessionLost, "put with an expired session", a.put(p + "z", b"", session=dying)
+    )
     await a.close_session(kept)
     await a.close_session(kept)  # idempotent
     assert await b.get(p + "kept") is None
@@ -223,7 +217,7 @@ async def _check_fencing_tokens(a: Coordinator, b: Coordinator, p: str) -> None:
     kv = await b.get(lock)
     assert kv is not None and (kv.value, kv.session, kv.mod_revision) == (b"a", sa.id, t3)
     sb = await b.open_session(1)
-    await _expect(TimeoutError, "acquire of a held lock", b.acquire(lock, sb, timeout=0.3))
+    await expect_raises(TimeoutError, "acquire of a held lock", b.acquire(lock, sb, timeout=0.3))
     await a.close_session(sa)
     assert await b.get(lock) is None, "ending the session must release its lock"
 
@@ -233,7 +227,7 @@ async def _check_compaction(a: Coordinator, b: Coordinator, p: str) -> None:
     r2 = await a.put(p + "c", b"2")
     r3 = await a.put(p + "c", b"3")
     await a.compact(r3)
-    await _expect(Compacted, "watch from a compacted revision", _collect(b, p, r1, 1))
+    await expect_raises(Compacted, "watch from a compacted revision", _collect(b, p, r1, 1))
     assert r2 < r3
     events = await _collect(b, p, r3, 1)
     assert events == [WatchEvent("put", p + "c", b"3", r3)], events
@@ -244,4 +238,4 @@ async def _check_close(c: Coordinator) -> None:
     await c.put("/conformance/closing", b"x")
     await c.aclose()
     await c.aclose()  # idempotent
-    await _expect(CoordinatorClosed, "get after aclose", c.get("/conformance/closing"))
+    await expect_raises(CoordinatorClosed, "get after aclose", c.get("/conformance/closing"))

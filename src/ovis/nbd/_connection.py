@@ -15,6 +15,7 @@ import ssl
 import time
 from typing import TYPE_CHECKING, cast
 
+from ovis._net import set_nodelay
 from ovis.block._checked import CheckedDevice
 from ovis.block._device import BlockDevice
 
@@ -68,9 +69,9 @@ class Connection(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
         self.transport = transport = cast(asyncio.Transport, transport)
+        set_nodelay(transport)
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.peer = transport.get_extra_info("peername")[0]
         count = len(self.server.connections) + self.server.external_connections()
         if self.server._closing or count >= self.limits.max_connections:

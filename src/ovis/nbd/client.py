@@ -15,9 +15,10 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
-import socket
 import ssl
 import urllib.parse
+
+from ovis._net import set_nodelay
 
 from ._constants import DEFAULT_PORT, Command, CommandFlag, Errno
 from ._constants import TransmissionFlag as TF
@@ -182,9 +183,7 @@ class NbdClient:
             writer.close()
             raise
         assert isinstance(event, Connected)
-        sock = writer.get_extra_info("socket")
-        if address.socket is None and sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        set_nodelay(writer)
         return cls(reader, writer, event)
 
     # -- export facts --------------------------------------------------------

@@ -134,7 +134,8 @@ def _tree_json(node: VolumeNode, exports: VolumeExports) -> dict[str, Any]:
     return data
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
+async def json_body(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object ({} without a body); BadRequest otherwise."""
     if not request.can_read_body:
         return {}
     try:
@@ -203,7 +204,7 @@ class _Routes:
         return web.json_response({"volumes": [volume_json(i, self.exports) for i in infos]})
 
     async def create(self, request: web.Request) -> web.Response:
-        body = await _body(request)
+        body = await json_body(request)
         name = _text(body, "name")
         kwargs = {"object_size": _size(body, "object_size")} if "object_size" in body else {}
         return self._json(await self.library.create(name, _size(body, "size"), **kwargs), 201)
@@ -221,7 +222,7 @@ class _Routes:
 
     async def snapshot(self, request: web.Request) -> web.Response:
         name = request.match_info["spec"]
-        body = await _body(request)
+        body = await json_body(request)
         if body.get("tag") is not None:
             return self._json(await self.library.snapshot(name, _text(body, "tag")), 201)
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -234,12 +235,12 @@ class _Routes:
         raise VolumeExists(f"too many snapshots of {name!r} at {stamp}")
 
     async def clone(self, request: web.Request) -> web.Response:
-        name = _text(await _body(request), "name")
+        name = _text(await json_body(request), "name")
         return self._json(await self.library.clone(request.match_info["spec"], name), 201)
 
     async def rollback(self, request: web.Request) -> web.Response:
         name = request.match_info["spec"]
-        tag = _text(await _body(request), "tag")
+        tag = _text(await json_body(request), "tag")
         try:
             info = await _once_closed(lambda: self.library.rollback(name, tag))
         except VolumeInUse:
@@ -248,7 +249,7 @@ class _Routes:
 
     async def resize(self, request: web.Request) -> web.Response:
         name = request.match_info["spec"]
-        body = await _body(request)
+        body = await json_body(request)
         size, force = _size(body, "size"), body.get("force", False)
         if not isinstance(force, bool):
             raise BadRequest("'force' must be true or false")

@@ -31,7 +31,7 @@ from ovis.cluster._check import ReplicaChecker
 from ovis.cluster._gateway import ReplicatedObjectStore
 from ovis.volume import VolumeInUse
 
-from ._api import BadRequest
+from ._api import BadRequest, json_body
 from ._cluster import ClusterStack
 from ._exports import VolumeExports
 
@@ -90,7 +90,7 @@ class ClusterRoutes:
         return web.json_response(recovery.status() if recovery else {"state": "not joined"})
 
     async def throttle(self, request: web.Request) -> web.Response:
-        body = await _json(request)
+        body = await json_body(request)
         try:
             rate = parse_size(body.get("rate", 0))
         except (TypeError, ValueError) as exc:
@@ -102,7 +102,7 @@ class ClusterRoutes:
     async def attach(self, request: web.Request) -> web.Response:
         """Open a migration window so this node may attach a volume held by another."""
         name = request.match_info["spec"]
-        body = await _json(request)
+        body = await json_body(request)
         source = str(body.get("migrate_from", ""))
         seconds = float(body.get("seconds", 300))
         leases = self.stack.leases
@@ -119,7 +119,7 @@ class ClusterRoutes:
 
     async def check(self, request: web.Request) -> web.Response:
         spec = request.match_info["spec"]
-        body = await _json(request)
+        body = await json_body(request)
         oids = await self.exports.library.objects(spec)
         stack = self.stack
         checker = ReplicaChecker(
@@ -133,18 +133,6 @@ def _plain(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
     return value
-
-
-async def _json(request: web.Request) -> dict[str, Any]:
-    if not request.can_read_body:
-        return {}
-    try:
-        body = await request.json()
-    except ValueError:
-        raise BadRequest("the body is not JSON") from None
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object")
-    return body
 
 
 def add_cluster_routes(app: web.Application, exports: VolumeExports, stack: ClusterStack) -> None:

@@ -11,6 +11,7 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable, Collection
 
+from ovis._testing import expect_raises
 from ovis.block._device import BlockError, Buffer
 from ovis.nbd._constants import Errno
 
@@ -64,16 +65,6 @@ def _pattern(length: int, seed: int) -> bytes:
     return random.Random(seed).randbytes(length).replace(b"\0", b"\x01")
 
 
-async def _expect(exc_type: type[BaseException], what: str, call: Awaitable[object]) -> None:
-    try:
-        await call
-    except exc_type:
-        return
-    except BaseException as exc:
-        raise AssertionError(f"{what} raised {exc!r}, not {exc_type.__name__}") from exc
-    raise AssertionError(f"{what} did not raise {exc_type.__name__}")
-
-
 async def _expect_content(store: ObjectStore, oid: int, expected: bytes, what: str) -> None:
     got = bytes(await store.read(oid, 0, len(expected)))
     if got != expected:
@@ -84,10 +75,10 @@ async def _expect_content(store: ObjectStore, oid: int, expected: bytes, what: s
 async def _check_missing(store: ObjectStore) -> None:
     assert await store.list() == [], "a new store is not empty"
     assert not await store.exists(7), "exists() is true for a missing object"
-    await _expect(ObjectNotFound, "stat(missing)", store.stat(7))
-    await _expect(ObjectNotFound, "version(missing)", store.version(7))
-    await _expect(ObjectNotFound, "read(missing)", store.read(7, 0, 10))
-    await _expect(ObjectNotFound, "write(missing)", store.write(7, 0, b"x", 1))
+    await expect_raises(ObjectNotFound, "stat(missing)", store.stat(7))
+    await expect_raises(ObjectNotFound, "version(missing)", store.version(7))
+    await expect_raises(ObjectNotFound, "read(missing)", store.read(7, 0, 10))
+    await expect_raises(ObjectNotFound, "write(missing)", store.write(7, 0, b"x", 1))
     await store.remove(7)
     await store.sync([7])
     assert await store.list() == [], "write() to a missing object created it"
@@ -132,8 +123,8 @@ async def _check_write(store: ObjectStore) -> None:
 
 async def _check_versions(store: ObjectStore) -> None:
     await store.create_and_write(3, b"a" * 100, 10)
-    await _expect(StaleVersion, "write with an older version", store.write(3, 0, b"b", 9))
-    await _expect(StaleVersion, "create_and_write older", store.create_and_write(3, b"c", 9))
+    await expect_raises(StaleVersion, "write with an older version", store.write(3, 0, b"b", 9))
+    await expect_raises(StaleVersion, "create_and_write older", store.create_and_write(3, b"c", 9))
     assert bytes(await store.read(3, 0, 100)) == b"a" * 100, "a refused mutation changed data"
     assert await store.version(3) == 10, "a refused mutation changed the version"
     await store.write(3, 0, b"d", 10)  # a retry with the same version is accepted
@@ -160,7 +151,7 @@ async def _check_remove_and_list(store: ObjectStore) -> None:
     await store.remove(1 << 32)
     await store.remove(1 << 32)
     assert await store.list() == [o for o in oids if o != 1 << 32]
-    await _expect(ObjectNotFound, "read(removed)", store.read(1 << 32, 0, 8))
+    await expect_raises(ObjectNotFound, "read(removed)", store.read(1 << 32, 0, 8))
     await store.create_and_write(1 << 32, b"again", 1)  # removed means forgotten
     assert bytes(await store.read(1 << 32, 0, 5)) == b"again"
     await store.sync()
@@ -179,7 +170,7 @@ async def _check_bad_arguments(store: ObjectStore) -> None:
         ("read oid -1", lambda: store.read(-1, 0, 1)),
     ]
     for what, call in bad:
-        await _expect(ValueError, what, call())
+        await expect_raises(ValueError, what, call())
     assert bytes(await store.read(6, 0, 2)) == b"x\0", "a refused call changed data"
 
 
@@ -217,9 +208,9 @@ async def _check_close(store: ObjectStore) -> None:
     await store.create_and_write(11, b"x", 1)
     await store.aclose()
     await store.aclose()
-    await _expect(StoreClosed, "read after aclose", store.read(11, 0, 1))
-    await _expect(StoreClosed, "create after aclose", store.create_and_write(12, b"x", 1))
-    await _expect(StoreClosed, "list after aclose", store.list())
+    await expect_raises(StoreClosed, "read after aclose", store.read(11, 0, 1))
+    await expect_raises(StoreClosed, "create after aclose", store.create_and_write(12, b"x", 1))
+    await expect_raises(StoreClosed, "list after aclose", store.list())
 
 
 async def _check_restart(store: ObjectStore, reopen: Reopen) -> None:

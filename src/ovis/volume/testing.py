@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+from ovis._testing import expect_raises
+
 from ._catalog import Catalog, CatalogEntry
 from ._errors import VolumeError, VolumeExists
 
@@ -62,16 +64,6 @@ async def check_catalog(factory: Factory, *, another: Another | None = None) -> 
                 await second.aclose()
         finally:
             await first.aclose()
-
-
-async def _expect(exc_type: type[BaseException], what: str, call: Awaitable[object]) -> None:
-    try:
-        await call
-    except exc_type:
-        return
-    except BaseException as exc:
-        raise AssertionError(f"{what} raised {exc!r}, not {exc_type.__name__}") from exc
-    raise AssertionError(f"{what} did not raise {exc_type.__name__}")
 
 
 async def _check_empty(catalog: Catalog) -> None:
@@ -139,9 +131,9 @@ async def _check_name_taken_twice(catalog: Catalog) -> None:
     first = CatalogEntry(await catalog.allocate_vid(), "vm", "s")
     await catalog.commit(put=[first])
     second = CatalogEntry(await catalog.allocate_vid(), "vm", "s")
-    await _expect(VolumeExists, "commit of a taken name@tag", catalog.commit(put=[second]))
+    await expect_raises(VolumeExists, "commit of a taken name@tag", catalog.commit(put=[second]))
     twins = [CatalogEntry(await catalog.allocate_vid(), "new"), CatalogEntry(second.vid, "new")]
-    await _expect(VolumeExists, "commit taking one name twice", catalog.commit(put=twins))
+    await expect_raises(VolumeExists, "commit taking one name twice", catalog.commit(put=twins))
     assert await catalog.entries() == [first]
 
 
@@ -151,7 +143,9 @@ async def _check_failed_commit_applies_nothing(catalog: Catalog) -> None:
     await catalog.commit(put=[keep, taken])
     fresh = CatalogEntry(await catalog.allocate_vid(), "fresh")
     clash = [fresh, CatalogEntry(await catalog.allocate_vid(), "taken")]
-    await _expect(VolumeExists, "a clashing commit", catalog.commit(put=clash, delete=[keep.vid]))
+    await expect_raises(
+        VolumeExists, "a clashing commit", catalog.commit(put=clash, delete=[keep.vid])
+    )
     assert await catalog.entries() == [keep, taken], "a failed commit was partly applied"
 
 
@@ -187,9 +181,9 @@ async def _check_close(catalog: Catalog) -> None:
     await catalog.commit(put=[CatalogEntry(await catalog.allocate_vid(), "vm")])
     await catalog.aclose()
     await catalog.aclose()  # idempotent
-    await _expect(VolumeError, "lookup after aclose", catalog.lookup("vm"))
-    await _expect(VolumeError, "allocate_vid after aclose", catalog.allocate_vid())
-    await _expect(VolumeError, "commit after aclose", catalog.commit(delete=[1]))
+    await expect_raises(VolumeError, "lookup after aclose", catalog.lookup("vm"))
+    await expect_raises(VolumeError, "allocate_vid after aclose", catalog.allocate_vid())
+    await expect_raises(VolumeError, "commit after aclose", catalog.commit(delete=[1]))
 
 
 async def _check_other_client_sees_commits(first: Catalog, second: Catalog) -> None:
