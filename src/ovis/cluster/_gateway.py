@@ -339,21 +339,27 @@ class ReplicatedObjectStore(ObjectStore):
     async def _run_in_epoch(
         self, epoch: Epoch, calls: builtins.list[Awaitable[None]]
     ) -> BlockError | None:
-        """All calls' first retryable failure, or None; final errors are raised."""
+        """All calls' first retryable failure, or None; final errors are raised.
+
+        A final error (say, ENOSPC on one replica) still waits for the other
+        calls: abandoning them could leave some replicas with the mutation and
+        some without, and no retry would come to even them out.  (The replica
+        that failed drops its copy: see StorageService.)  Only an epoch change
+        abandons calls, and the retry in the new epoch applies them again.
+        """
         tasks: builtins.list[asyncio.Future[object]] = [asyncio.ensure_future(c) for c in calls]
         changed: asyncio.Future[object] = asyncio.ensure_future(self._view.wait_epoch(epoch.number))
         try:
             pending: set[asyncio.Future[object]] = {*tasks, changed}
             while not changed.done() and not all(t.done() for t in tasks):
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                if any(_final(t) for t in done):
-                    break
+                _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
         finally:
             changed.cancel()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(changed, *tasks, return_exceptions=True)
         retryable: BlockError | None = None
+        final: BaseException | None = None
         for task in tasks:
             if task.cancelled():
                 retryable = retryable or WrongEpoch(epoch.number + 1, epoch.number)
@@ -364,8 +370,10 @@ class ReplicatedObjectStore(ObjectStore):
             if isinstance(exc, _RETRYABLE):
                 retryable = retryable or exc
             else:
-                raise exc
-        return retryable
+                final = final or exc
+        if final is not None and not any(task.cancelled() for task in tasks):
+            raise final  # every call ran to its end: the replicas that failed dropped theirs
+        return retryable  # (with calls abandoned, all go again in the new epoch)
 
     def _epoch_or_fail(self) -> Epoch:
         self._check_open()
@@ -387,11 +395,3 @@ class ReplicatedObjectStore(ObjectStore):
             return
         with contextlib.suppress(TimeoutError):
             await self._view.wait_epoch(epoch.number, timeout=min(left, 1.0))
-
-
-def _final(task: asyncio.Future[object]) -> bool:
-    """Whether a finished call failed in a way no retry can fix."""
-    if task.cancelled():
-        return False
-    exc = task.exception()
-    return exc is not None and not isinstance(exc, _RETRYABLE)

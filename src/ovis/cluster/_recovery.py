@@ -23,6 +23,9 @@ Design note.
   copy fetched while writes go on is completed by those writes.
 - Capacity: before each fetch the data directory must keep `reserve` bytes
   free after it; if not, recovery waits (and says so in `status`).
+- Suspects: a copy a failed write dropped here (StorageService) is fetched
+  again before any use (ensure_current), and in the background every
+  SUSPECT_RETRY seconds while the data directory has room.
 - A node left out of the current epoch (frozen, cut off) neither copies
   nor purges: placement gives it nothing there, and what it holds waits
   for the epoch it rejoins in.
@@ -59,6 +62,7 @@ log = logging.getLogger("ovis.cluster.recovery")
 PREFIX_RECOVERY = "ovis/recovery/"
 SUB_BLOCK = 64 * 1024
 _RETRYABLE = (PeerUnavailable, WrongEpoch, CoordinatorError)
+SUSPECT_RETRY = 5.0  # seconds between tries to fetch again copies a failed write dropped
 
 
 class Recovery:
@@ -97,6 +101,7 @@ class Recovery:
 
     def start(self) -> None:
         self._service.ensure_current = self.ensure_current
+        self._service.on_suspect = self.notify
         self._task = asyncio.create_task(self._run(), name="ovis-recovery")
         self.notify()
 
@@ -106,6 +111,7 @@ class Recovery:
 
     async def aclose(self) -> None:
         self._service.ensure_current = None
+        self._service.on_suspect = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -113,7 +119,12 @@ class Recovery:
             self._task = None
 
     def status(self) -> dict[str, Any]:
-        return {**self.stats, "max_rate": self.max_rate, "pending": len(self._pending)}
+        return {
+            **self.stats,
+            "max_rate": self.max_rate,
+            "pending": len(self._pending),
+            "suspect": len(self._service.suspect),
+        }
 
     # -- the hook ------------------------------------------------------------------------
 
@@ -179,10 +190,12 @@ class Recovery:
 
     async def _run(self) -> None:
         while True:
-            await self._wake.wait()
+            retry = SUSPECT_RETRY if self._service.suspect else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), retry)
             self._wake.clear()
             epoch = self._view.epoch
-            if not epoch.members or self._plan_epoch == epoch.number:
+            if not epoch.members:
                 continue
             if self._view.node_id not in epoch.ids:
                 # Left out of this epoch (say, frozen past its session): it holds
@@ -190,7 +203,10 @@ class Recovery:
                 self.stats = {"state": "not a member", "epoch": epoch.number}
                 continue
             try:
-                await self._cycle(epoch)
+                if self._plan_epoch != epoch.number:
+                    await self._cycle(epoch)
+                if self._plan_epoch == epoch.number:
+                    await self._refetch_suspects(epoch)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # keep the worker alive: the next epoch retries
@@ -198,6 +214,19 @@ class Recovery:
                 self.stats.update(state="failed", error=str(exc))
                 await asyncio.sleep(1)
                 self._wake.set()
+
+    async def _refetch_suspects(self, epoch: Epoch) -> None:
+        """Fetch again the copies failed writes dropped here, while there is room."""
+        for oid in sorted(self._service.suspect):
+            if self._view.epoch.number != epoch.number or self._short_of_space() is not None:
+                return
+            try:
+                sent = await self._once(oid, functools.partial(self._check, oid, epoch))
+            except (BlockError, CoordinatorError) as exc:
+                log.info("object %016x: cannot fetch it again yet: %s", oid, exc)
+                continue
+            self._service.suspect.discard(oid)
+            await self._throttle(sent)
 
     async def _cycle(self, epoch: Epoch) -> None:
         """Plan, copy and (once everyone is done) purge, for one epoch."""
@@ -330,13 +359,16 @@ class Recovery:
         if self._sent > self.max_rate:
             await asyncio.sleep(self._sent / self.max_rate - (now - self._window))
 
+    def _short_of_space(self) -> int | None:
+        """The bytes free if the data directory lacks room for one more object plus the
+        reserve, else None."""
+        st = os.statvfs(self._data_dir)
+        free = st.f_bavail * st.f_frsize
+        return None if free > self._reserve + 64 * 1024 * 1024 else free
+
     async def _space_for(self, oid: int) -> None:
         """Wait until the data directory has room for one more object plus the reserve."""
-        while True:
-            st = os.statvfs(self._data_dir)
-            free = st.f_bavail * st.f_frsize
-            if free > self._reserve + 64 * 1024 * 1024:
-                return
+        while (free := self._short_of_space()) is not None:
             self.stats["state"] = f"waiting for space ({free} bytes free)"
             await asyncio.sleep(1)
 

@@ -85,8 +85,10 @@ class StorageService:
         self._locks = KeyedLock()
         self._applying: dict[int, int] = {}  # vid -> mutations past the fence check
         self._drained: dict[int, list[asyncio.Future[None]]] = {}
-        # Local copies a failed mutation left behind the other replicas (dropped).
+        # Local copies a failed mutation left behind the other replicas (dropped),
+        # and who to tell when there is a new one (recovery).
         self.suspect: set[int] = set()
+        self.on_suspect: Callable[[], None] | None = None
 
     # -- reads -----------------------------------------------------------------
 
@@ -269,6 +271,8 @@ class StorageService:
             raise  # a newer copy is already here / the node is stopping: nothing lost
         except BlockError as exc:
             self.suspect.add(oid)
+            if self.on_suspect is not None:
+                self.on_suspect()
             log.warning("object %016x: a write failed here (%s); dropping this copy "
                         "until it is fetched again from the other replicas", oid, exc)  # fmt: skip
             try:
