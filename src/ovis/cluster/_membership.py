@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import AsyncIterator
 
@@ -60,38 +59,11 @@ from ._config import (
     next_epoch,
 )
 from ._model import ClusterView, Epoch, NodeInfo
+from ._retry import Backoff, either
 
 log = logging.getLogger("ovis.cluster")
 
 _WATCHED = "ovis/"  # one watch covers the epoch key and the node registrations
-
-
-class _Backoff:
-    """Retry delays: doubling from `first` up to `most`, with jitter."""
-
-    def __init__(self, first: float = 0.1, most: float = 5.0) -> None:
-        self._first = first
-        self._most = most
-        self._delay = first
-
-    def next(self) -> float:
-        delay = self._delay
-        self._delay = min(self._delay * 2, self._most)
-        return delay * random.uniform(0.5, 1.0)
-
-    def reset(self) -> None:
-        self._delay = self._first
-
-
-async def _either(*events: asyncio.Event) -> None:
-    """Return once any of `events` is set."""
-    waits = [asyncio.ensure_future(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for wait in waits:
-            wait.cancel()
-        await asyncio.gather(*waits, return_exceptions=True)
 
 
 class ClusterNode(ClusterView):
@@ -288,9 +260,9 @@ class ClusterNode(ClusterView):
 
     async def _stay_registered(self) -> None:
         """Register again whenever the session is lost or our key vanishes."""
-        backoff = _Backoff()
+        backoff = Backoff()
         while True:
-            await _either(self.session.lost, self._key_gone)
+            await either(self.session.lost, self._key_gone)
             self._key_gone.clear()
             while True:
                 try:
@@ -325,7 +297,7 @@ class ClusterNode(ClusterView):
     # -- following the epoch ---------------------------------------------------
 
     async def _follow_forever(self) -> None:
-        backoff = _Backoff()
+        backoff = Backoff()
         while True:
             try:
                 await self._follow(backoff)
@@ -339,7 +311,7 @@ class ClusterNode(ClusterView):
                 log.exception("cluster watch crashed; restarting it")
                 await asyncio.sleep(backoff.next())
 
-    async def _follow(self, backoff: _Backoff) -> None:
+    async def _follow(self, backoff: Backoff) -> None:
         kvs, revision = await self._coord.list(PREFIX_NODES)
         current = await self._coord.get(KEY_EPOCH)
         backoff.reset()
@@ -390,7 +362,7 @@ class ClusterNode(ClusterView):
     # -- proposing the next epoch ----------------------------------------------
 
     async def _propose_forever(self) -> None:
-        backoff = _Backoff()
+        backoff = Backoff()
         while True:
             await self._dirty.wait()
             while self._dirty.is_set():  # wait for `settle` seconds without a change
