@@ -8,12 +8,12 @@ Design note.
   missing or older than the newest version any member holds, with the
   members holding that version.
 - Copy: pending objects are fetched in oid order, throttled to `max_rate`
-  bytes/s (the background loop only: an out-of-order fetch for a client
-  is never held back).  An object held locally at an older version is patched: only the
-  64 KiB sub-blocks whose CRC differs from the newest copy's are read (the
-  stores keep those CRCs, so comparing costs no data reads).  Each copy is
-  written with its version (an older copy never replaces a newer one: the
-  store refuses it) and synced.  Resumable by construction: after a restart
+  bytes/s (the background loop only: an out-of-order fetch for a client is
+  never held back).  An object held locally at an older version is patched:
+  only the 64 KiB sub-blocks whose CRC differs from the newest copy's are
+  read (the stores keep those CRCs, so comparing costs no data reads).  Each
+  copy is written with its version (an older copy never replaces a newer
+  one: the store refuses it) and synced.  Resumable by construction: after a restart
   the plan compares versions again and skips what was already copied.
 - Out of order: the StorageService calls `ensure_current(oid)` before serving
   a client request on a local copy.  Once the plan is ready, a pending object
@@ -132,9 +132,7 @@ class Recovery:
         """Bring the local copy of `oid` up to date before a client uses it."""
         epoch = self._view.epoch
         if oid in self._service.suspect:  # a failed write dropped it: fetch the newest
-            await self._once(oid, lambda: self._check(oid, epoch))
-            if self._view.epoch.number == epoch.number:
-                self._service.suspect.discard(oid)
+            await self._once(oid, functools.partial(self._refetch, oid, epoch))
             return
         if self._plan_epoch == epoch.number:
             if oid in self._pending:
@@ -177,6 +175,13 @@ class Recovery:
         if holders and (local is None or best > local):
             return await self._fetch(oid, best, tuple(holders), epoch)
         return 0
+
+    async def _refetch(self, oid: int, epoch: Epoch) -> int:
+        """Fetch the newest copy of a suspect `oid`; it is no longer suspect after."""
+        sent = await self._check(oid, epoch)
+        if self._view.epoch.number == epoch.number:  # (no await since: a failure after
+            self._service.suspect.discard(oid)  # this re-marks it, and is not undone)
+        return sent
 
     async def _recover(self, oid: int, epoch: Epoch) -> int:
         entry = self._pending.get(oid)
@@ -221,11 +226,10 @@ class Recovery:
             if self._view.epoch.number != epoch.number or self._short_of_space() is not None:
                 return
             try:
-                sent = await self._once(oid, functools.partial(self._check, oid, epoch))
+                sent = await self._once(oid, functools.partial(self._refetch, oid, epoch))
             except (BlockError, CoordinatorError) as exc:
                 log.info("object %016x: cannot fetch it again yet: %s", oid, exc)
                 continue
-            self._service.suspect.discard(oid)
             await self._throttle(sent)
 
     async def _cycle(self, epoch: Epoch) -> None:
