@@ -35,14 +35,15 @@ def _free_ports(count: int) -> list[int]:
 
 
 class EtcdCluster:
-    """`size` etcd members on 127.0.0.1, each with its data dir and log under `workdir`."""
+    """`size` etcd members on `host` (127.0.0.1), each with its data dir and log under
+    `workdir`."""
 
-    def __init__(self, workdir: Path, size: int) -> None:
+    def __init__(self, workdir: Path, size: int, host: str = "127.0.0.1") -> None:
         assert ETCD is not None
         ports = _free_ports(2 * size)
         self.names = [f"m{i}" for i in range(size)]
-        self.endpoints = [f"http://127.0.0.1:{ports[2 * i]}" for i in range(size)]
-        peers = [f"http://127.0.0.1:{ports[2 * i + 1]}" for i in range(size)]
+        self.endpoints = [f"http://{host}:{ports[2 * i]}" for i in range(size)]
+        peers = [f"http://{host}:{ports[2 * i + 1]}" for i in range(size)]
         initial = ",".join(f"{n}={p}" for n, p in zip(self.names, peers, strict=True))
         self.procs: list[subprocess.Popen[bytes]] = []
         self.logs: list[Path] = []

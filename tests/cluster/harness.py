@@ -17,7 +17,10 @@ every log; leaving the `with` block by an exception does it.
 
 A partition without leaving loopback: nodes listed in `blackholed` reach etcd
 through a Blackhole forwarder (blackhole.py); `cut(node)` silences it, `heal(node)`
-restores it.  Node-to-node traffic is not affected.
+restores it.  Node-to-node traffic is not affected.  A full partition: with
+`netns=True` every node runs in its own network namespace on a private bridge
+(netns.py), etcd listens on the bridge, and `partition(node)` / `unpartition(node)`
+take the node's link down and up: etcd, peers and clients all lose it.
 
 The write checker lives in checker.py and is re-exported here.
 """
@@ -42,8 +45,9 @@ from tests.etcd import ETCD, EtcdCluster
 
 from .blackhole import Blackhole
 from .checker import Checker, Tally
+from .netns import Netns
 
-__all__ = ["ETCD", "Blackhole", "Checker", "Cluster", "ClusterNode", "Tally"]
+__all__ = ["ETCD", "Blackhole", "Checker", "Cluster", "ClusterNode", "Netns", "Tally"]
 
 MiB = 1024 * 1024
 READY = re.compile(
@@ -69,8 +73,12 @@ def api_post(url: str, body: object, timeout: float = 10) -> Any:
 class ClusterNode:
     """One `ovis node start` process (or the last one, after a restart)."""
 
-    def __init__(self, index: int, data_dir: Path) -> None:
+    def __init__(
+        self, index: int, data_dir: Path, prefix: Sequence[str] = (), bind: str = ""
+    ) -> None:
         self.index = index
+        self.prefix = list(prefix)  # runs the node in its network namespace, if any
+        self.bind = bind or "127.0.0.1"
         self.id = f"n{index}"
         self.data_dir = data_dir
         self.proc: subprocess.Popen[bytes] | None = None
@@ -88,7 +96,8 @@ class ClusterNode:
         self.log = self.data_dir.parent / f"node-{self.id}.{len(self.logs)}.log"
         self.logs.append(self.log)
         args = [
-            *OVIS, "node", "start", "--data", str(self.data_dir), "--cluster", url,
+            *self.prefix, *OVIS, "node", "start", "--data", str(self.data_dir), "--cluster", url,
+            "--bind", self.bind,
             "--node-id", self.id, "--zone", self.id, "--port", "0", "--api-port", "0",
             "--peer-port", "0", "-v", *extra,
         ]  # fmt: skip
@@ -135,6 +144,7 @@ class Cluster:
         session_ttl: int = 2,
         node_args: Sequence[str] = (),
         blackholed: Iterable[int] = (),
+        netns: bool = False,
         timeout: float = 30,
     ) -> None:
         if ETCD is None:
@@ -145,9 +155,21 @@ class Cluster:
         self.session_ttl = session_ttl
         self.node_args = [*node_args, "--session-ttl", str(session_ttl)]
         self.faults = 0  # kills, stops, restarts, etcd kills: for the tallies
-        self.nodes = [ClusterNode(i, workdir / f"data-n{i}") for i in range(nodes)]
+        self.net = Netns(nodes) if netns else None
+        net = self.net
+        self.nodes = [
+            ClusterNode(i, workdir / f"data-n{i}")
+            if net is None
+            else ClusterNode(i, workdir / f"data-n{i}", net.prefix(i), net.ip(i))
+            for i in range(nodes)
+        ]
         self.blackholes: dict[int, list[Blackhole]] = {}
-        self.etcd = EtcdCluster(workdir, etcd)
+        try:
+            self.etcd = EtcdCluster(workdir, etcd, host=net.host_ip if net else "127.0.0.1")
+        except BaseException:
+            if net is not None:
+                net.close()
+            raise
         try:
             self.etcd.wait_healthy()
             members = [e.removeprefix("http://") for e in self.etcd.endpoints]
@@ -189,16 +211,24 @@ class Cluster:
         return self.nodes[node].api
 
     def get(self, node: int, path: str) -> Any:
-        return api_get(self.nodes[node].api + path)
+        url = self.nodes[node].api + path
+        if self.net is not None:  # the API is on the namespace's loopback
+            return self.net.call_in(node, lambda: api_get(url))
+        return api_get(url)
 
     def post(self, node: int, path: str, body: object) -> Any:
-        return api_post(self.nodes[node].api + path, body)
+        url = self.nodes[node].api + path
+        if self.net is not None:
+            return self.net.call_in(node, lambda: api_post(url, body))
+        return api_post(url, body)
 
     def cli(
-        self, *args: str, check: bool = True, timeout: float = 60
+        self, *args: str, check: bool = True, timeout: float = 60, prefix: Sequence[str] = ()
     ) -> subprocess.CompletedProcess[str]:
-        """Run `ovis ARGS`; fails (showing its output) if `check` and it exits non-zero."""
-        result = subprocess.run([*OVIS, *args], capture_output=True, text=True, timeout=timeout)
+        """Run `ovis ARGS` (after `prefix`, say to enter a namespace); fails (showing its
+        output) if `check` and it exits non-zero."""
+        command = [*prefix, *OVIS, *args]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
         if check and result.returncode != 0:
             raise AssertionError(
                 f"ovis {' '.join(args)} exited {result.returncode}:\n{result.stdout}{result.stderr}"
@@ -209,7 +239,8 @@ class Cluster:
         self, *args: str, node: int = 0, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
         """Run `ovis vdi ARGS --node <node's API>`."""
-        return self.cli("vdi", *args, "--node", self.api(node), check=check)
+        prefix = self.nodes[node].prefix
+        return self.cli("vdi", *args, "--node", self.api(node), check=check, prefix=prefix)
 
     def vdi_json(self, *args: str, node: int = 0) -> Any:
         return json.loads(self.vdi(*args, "--json", node=node).stdout)
@@ -256,6 +287,16 @@ class Cluster:
     def heal(self, node: int) -> None:
         for blackhole in self.blackholes[node]:
             blackhole.heal()
+
+    def partition(self, node: int) -> None:
+        """Take the node's network link down (netns=True): nothing reaches it or leaves it."""
+        assert self.net is not None, "partition() needs Cluster(netns=True)"
+        self.net.cut(node)
+        self.faults += 1
+
+    def unpartition(self, node: int) -> None:
+        assert self.net is not None
+        self.net.heal(node)
 
     def live(self) -> list[int]:
         """Nodes running and not stopped."""
@@ -363,3 +404,5 @@ class Cluster:
             for blackholes in self.blackholes.values():
                 for blackhole in blackholes:
                     blackhole.close()
+            if self.net is not None:
+                self.net.close()

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from .checker import Checker, Tally
-from .harness import ETCD, Cluster
+from .harness import ETCD, Cluster, Netns
 
 pytestmark = pytest.mark.skipif(ETCD is None, reason="etcd is not installed")
 
@@ -283,3 +283,34 @@ def test_gateway_cut_off_from_etcd_stops_acknowledging(tmp_path: Path) -> None:
                 await checker.aclose()
 
         report_with_n0("gateway cut off from etcd", cluster, asyncio.run(scenario()))
+
+
+def test_gateway_partitioned_from_everything_is_fenced(tmp_path: Path) -> None:
+    """A full partition: every node in its own network namespace, and n0's link taken down,
+    so etcd, its peers and its client all lose it at once.  Its session lapses, a new
+    writer takes over through n1, and when the link comes back n0 overwrites nothing and
+    rejoins with current copies."""
+    why = Netns.available()
+    if why is not None:
+        pytest.skip(f"cannot make network namespaces here: {why}")
+    with Cluster(tmp_path, nodes=3, copies=2, netns=True) as cluster:
+        checker = new_volume(cluster)
+
+        async def scenario() -> list[Tally]:
+            try:
+                await checker.start(cluster.nbd_uri(0, VOLUME))
+                await checker.wait_acked(400)
+                cluster.partition(0)
+                await asyncio.to_thread(cluster.wait_epoch, {1, 2}, 30, [1, 2])
+                view = await asyncio.to_thread(cluster.get, 0, "/v1/cluster")
+                assert not view["accepting_writes"], view
+                checker.switch(cluster.nbd_uri(1, VOLUME))
+                await checker.wait_acked(400)
+                cluster.unpartition(0)
+                await asyncio.sleep(2 * cluster.session_ttl)
+                await checker.wait_acked(200)
+                return await verify_after_n0_returns(cluster, checker, "the link came back")
+            finally:
+                await checker.aclose()
+
+        report_with_n0("gateway partitioned from everything", cluster, asyncio.run(scenario()))
