@@ -24,7 +24,7 @@ from ._dispatch import Dispatcher
 from ._eager import start_eagerly
 from ._errors import ProtocolError
 from ._events import NEED_DATA, Buffer, ErrorChunk, Reply, Request, SimpleReply
-from ._handshake_server import Aborted, Ready, ServerHandshake, StartTLS
+from ._handshake_server import Aborted, Lookup, Ready, Refreshable, ServerHandshake, StartTLS
 from ._transmission import ServerTransmission
 
 if TYPE_CHECKING:
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ovis.nbd")
 FLUSH_AT = 256 * 1024  # reply bytes coalesced before they must go to the transport
+LOOKUP_REFRESH_TIMEOUT = 5.0  # seconds a handshake waits for its catalog to refresh
 
 
 class Connection(asyncio.BufferedProtocol):
@@ -61,6 +62,7 @@ class Connection(asyncio.BufferedProtocol):
         # Requests that arrive between the end of the handshake and the device
         # being ready (pause_reading is a request, not a guarantee).
         self._early: bytearray | None = None
+        self._looking_up = False  # the handshake waits for its catalog to refresh
         self._out: list[Buffer] = []  # replies waiting for _flush_out
         self._out_bytes = 0  # their size: past FLUSH_AT they go out at once
         self._flush_scheduled = False
@@ -101,7 +103,8 @@ class Connection(asyncio.BufferedProtocol):
             self._early += self._handshake_buffer[:nbytes]
         elif self.handshake is not None:
             self.handshake.receive_data(self._handshake_buffer[:nbytes])
-            self._drive_handshake()
+            if not self._looking_up:  # else driven again once the catalog is refreshed
+                self._drive_handshake()
 
     def eof_received(self) -> bool | None:
         return None  # close our side too
@@ -147,6 +150,21 @@ class Connection(asyncio.BufferedProtocol):
             self._close("client aborted the handshake")
         elif isinstance(event, Ready):
             self._start_transmission(event, hs.trailing_data())
+        elif isinstance(event, Lookup):
+            self._looking_up = True
+            self._keep(self.loop.create_task(self._refresh_catalog(hs, event.name)))
+
+    async def _refresh_catalog(self, hs: ServerHandshake, name: str) -> None:
+        """A client asked for a name the catalog does not know (yet): refresh, go on."""
+        catalog = hs.catalog
+        assert isinstance(catalog, Refreshable)
+        try:
+            await asyncio.wait_for(catalog.refresh(), LOOKUP_REFRESH_TIMEOUT)
+        except Exception as exc:  # the option is answered from what is known
+            log.warning("cannot refresh the exports for %r: %s", name, exc)
+        self._looking_up = False
+        if self.handshake is hs and self.transport is not None and not self.transport.is_closing():
+            self._drive_handshake()
 
     def _start_transmission(self, ready: Ready, trailing: bytes) -> None:
         transport = self.transport

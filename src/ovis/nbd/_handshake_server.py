@@ -10,6 +10,10 @@ surfaces what the I/O shell must act on:
 - `Aborted`: send what is pending, then close.
 - `Ready`: send what is pending; the transmission phase starts with the
   negotiated settings it carries.
+- `Lookup`: only with a `Refreshable` catalog (a cluster's, which learns of
+  new volumes from a watch): a client asked for a name it does not know.
+  Await `catalog.refresh()`, then call `next_event` again; the option is
+  answered from the refreshed catalog.  Once per name and connection.
 
 A client that breaks the rules gets `RemoteProtocolError` (close the socket).
 """
@@ -20,7 +24,7 @@ import dataclasses
 import enum
 import struct
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from ._constants import (
     BASE_ALLOCATION,
@@ -75,6 +79,13 @@ class ExportCatalog(Protocol):
         ...
 
 
+@runtime_checkable
+class Refreshable(Protocol):
+    """A catalog that may lag behind: refreshed before an unknown name is refused."""
+
+    async def refresh(self) -> None: ...
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Refused:
     """A lookup refusal with a reason for the client (sent with the error reply)."""
@@ -103,6 +114,11 @@ class StartTLS:
 @dataclasses.dataclass(frozen=True, slots=True)
 class Aborted:
     pass
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Lookup:
+    name: str
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -137,6 +153,7 @@ class ServerHandshake(_Buffered):
         self._state = _State.CLIENT_FLAGS
         self._no_zeroes = False
         self._options = 0
+        self._refreshed: set[str] = set()  # names a Lookup was already emitted for
         self._reset_negotiation()
 
     def _reset_negotiation(self) -> None:
@@ -158,7 +175,7 @@ class ServerHandshake(_Buffered):
         self._reset_negotiation()
         self._state = _State.OPTIONS
 
-    def next_event(self) -> StartTLS | Aborted | Ready | _NeedData:
+    def next_event(self) -> StartTLS | Aborted | Ready | Lookup | _NeedData:
         while True:
             if self._state is _State.CLIENT_FLAGS:
                 if self._available() < 4:
@@ -186,7 +203,7 @@ class ServerHandshake(_Buffered):
         """Bytes that arrived after the handshake ended: they belong to transmission."""
         return self._take(self._available())
 
-    def _next_option(self) -> StartTLS | Aborted | Ready | _NeedData | None:
+    def _next_option(self) -> StartTLS | Aborted | Ready | Lookup | _NeedData | None:
         if self._available() < _OPTION_HEAD.size:
             return NEED_DATA
         magic, option, length = _OPTION_HEAD.unpack_from(self._buf, self._pos)
@@ -199,12 +216,33 @@ class ServerHandshake(_Buffered):
             return None
         if self._available() < _OPTION_HEAD.size + length:
             return NEED_DATA
+        if (lookup := self._unknown_name(option, length)) is not None:
+            return lookup  # the option stays buffered until the catalog is refreshed
         self._take(_OPTION_HEAD.size)
         data = self._take(length)
         self._options += 1
         if self._options > MAX_OPTIONS:
             raise RemoteProtocolError("too many options")
         return self._handle(option, data)
+
+    def _unknown_name(self, option: int, length: int) -> Lookup | None:
+        """A Lookup if this option names an export a Refreshable catalog does not know."""
+        if option not in (Option.INFO, Option.GO, Option.EXPORT_NAME):
+            return None
+        if not isinstance(self.catalog, Refreshable) or (
+            self.tls_mode is TLSMode.REQUIRE and not self.tls_active
+        ):
+            return None
+        start = self._pos + _OPTION_HEAD.size
+        data = bytes(self._buf[start : start + length])
+        try:
+            name = _decode_name(data) if option == Option.EXPORT_NAME else _split_name(data)[0]
+        except (ValueError, struct.error):
+            return None  # answered as malformed when the option is handled
+        if name in self._refreshed or self.catalog.lookup(name) != R.ERR_UNKNOWN:
+            return None
+        self._refreshed.add(name)
+        return Lookup(name)
 
     def _reply(self, option: int, kind: R, data: bytes = b"") -> None:
         self._out += _REPLY_HEAD.pack(OPTION_REPLY_MAGIC, option, kind, len(data))

@@ -9,13 +9,17 @@ array and one set of dirty objects.
 
 The handshake looks exports up synchronously, so the node keeps a copy of
 the library's listing, refreshed after every management operation (the
-node's API is the only thing that changes the library while it runs).
+node's API is the only thing that changes the library while it runs).  In
+a cluster, other nodes change it too: the listing follows the catalog's
+watch, and a name it does not know yet is looked for again before it is
+refused.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -28,6 +32,7 @@ from ovis.store import MemoryObjectStore
 from ovis.volume import Inode, ObjectVolume, VolumeInfo, VolumeLibrary
 
 log = logging.getLogger("ovis.node")
+MISS_REFRESH_INTERVAL = 0.2  # seconds between refreshes started for unknown names
 
 
 class NodeError(Exception):
@@ -104,6 +109,15 @@ class _Catalog:
         return [(spec, describe(info)) for spec, info in self._exports.volumes.items()]
 
 
+class _ClusterCatalog(_Catalog):
+    """In a cluster other nodes create volumes too, and the listing learns of them from
+    a watch, a few ms later: a name not known yet is looked for again before it is
+    refused (the handshake's `Lookup`)."""
+
+    async def refresh(self) -> None:
+        await self._exports.refresh_on_miss()
+
+
 def describe(info: VolumeInfo) -> str:
     """The LIST description of a volume or snapshot."""
     if info.snapshot:
@@ -122,10 +136,24 @@ class VolumeExports:
         self._open: dict[str, _SharedVolume] = {}
         self._turns: dict[str, asyncio.Lock] = {}  # per spec: opening and closing take turns
         self._capabilities = {w: volume_capabilities(w) for w in (True, False)}
+        self._miss_refresh: asyncio.Future[None] | None = None
+        self._miss_refreshed_at = -MISS_REFRESH_INTERVAL
 
     async def refresh(self) -> None:
         """Re-read the library's listing; call after every management operation."""
         self.volumes = {info.spec: info for info in await self.library.list()}
+
+    async def refresh_on_miss(self) -> None:
+        """Refresh for a client asking for an unknown name.  Concurrent askers share one
+        refresh, and one starts at most every MISS_REFRESH_INTERVAL seconds, so clients
+        asking for names that do not exist cannot keep the node re-reading."""
+        running = self._miss_refresh
+        if running is None or running.done():
+            if time.monotonic() - self._miss_refreshed_at < MISS_REFRESH_INTERVAL:
+                return
+            self._miss_refreshed_at = time.monotonic()
+            running = self._miss_refresh = asyncio.ensure_future(self.refresh())
+        await asyncio.shield(running)
 
     def connections(self, spec: str) -> int:
         shared = self._open.get(spec)
@@ -149,7 +177,7 @@ class VolumeExports:
         )
 
     def catalog(self, peer: str | None) -> _Catalog:
-        return _Catalog(self)
+        return _Catalog(self) if self.attacher is None else _ClusterCatalog(self)
 
     async def connect(self, export: ExportInfo, peer: str | None) -> BlockDevice:
         spec = export.name
