@@ -4,6 +4,7 @@ The asyncio shells live in `ovis.nbd.server` and `ovis.nbd.client`; they are
 not imported here so that lower layers (block/) can use the constants.
 """
 
+from ._catalog import ExportCatalog, ExportInfo
 from ._constants import (
     BASE_ALLOCATION,
     DEFAULT_PORT,
@@ -31,8 +32,6 @@ from ._events import (
 from ._handshake_client import ClientHandshake, Connected, Described, ExportDetails, Goal, Listed
 from ._handshake_server import (
     Aborted,
-    ExportCatalog,
-    ExportInfo,
     Ready,
     ServerHandshake,
     StartTLS,

@@ -19,12 +19,13 @@ from ovis._net import set_nodelay
 from ovis.block._checked import CheckedDevice
 from ovis.block._device import BlockDevice
 
+from ._catalog import Refreshable
 from ._constants import Command, Errno
 from ._dispatch import Dispatcher
 from ._eager import start_eagerly
 from ._errors import ProtocolError
 from ._events import NEED_DATA, Buffer, ErrorChunk, Reply, Request, SimpleReply
-from ._handshake_server import Aborted, Lookup, Ready, Refreshable, ServerHandshake, StartTLS
+from ._handshake_server import Aborted, Lookup, Ready, ServerHandshake, StartTLS
 from ._transmission import ServerTransmission
 
 if TYPE_CHECKING:

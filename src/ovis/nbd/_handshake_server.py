@@ -23,11 +23,9 @@ from __future__ import annotations
 import dataclasses
 import enum
 import struct
-from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
 
+from ._catalog import ExportCatalog, ExportInfo, Refreshable, refusal
 from ._constants import (
-    BASE_ALLOCATION,
     IHAVEOPT,
     MAX_OPTION_LENGTH,
     MAX_STRING,
@@ -51,53 +49,6 @@ from ._transmission import _Buffered
 _OPTION_HEAD = struct.Struct(">QII")
 _REPLY_HEAD = struct.Struct(">QIII")
 MAX_OPTIONS = 1024  # a client haggling longer than this is not a real client
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class ExportInfo:
-    """What the handshake tells a client about one export."""
-
-    name: str
-    size: int
-    flags: TF
-    description: str = ""
-    min_block: int = 1
-    preferred_block: int = 4096
-    max_block: int = 32 * 1024 * 1024
-    meta_contexts: tuple[str, ...] = (BASE_ALLOCATION,)
-
-
-class ExportCatalog(Protocol):
-    """Where the handshake looks exports up; built per connection (it may know the peer)."""
-
-    def lookup(self, name: str) -> ExportInfo | R | Refused:
-        """The export called `name` ("" is the default), or an error reply (with a reason)."""
-        ...
-
-    def listing(self) -> Sequence[tuple[str, str]]:
-        """(name, description) of every export this client may see."""
-        ...
-
-
-@runtime_checkable
-class Refreshable(Protocol):
-    """A catalog that may lag behind: refreshed before an unknown name is refused."""
-
-    async def refresh(self) -> None: ...
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Refused:
-    """A lookup refusal with a reason for the client (sent with the error reply)."""
-
-    reply: R
-    message: str
-
-
-def _refusal(name: str, answer: R | Refused) -> tuple[R, bytes]:
-    if isinstance(answer, Refused):
-        return answer.reply, answer.message.encode()
-    return answer, f"export {name!r} is not available".encode()
 
 
 class TLSMode(enum.Enum):
@@ -307,7 +258,7 @@ class ServerHandshake(_Buffered):
             raise RemoteProtocolError(str(exc)) from exc
         export = self.catalog.lookup(name)
         if not isinstance(export, ExportInfo):
-            kind, why = _refusal(name, export)
+            kind, why = refusal(name, export)
             raise RemoteProtocolError(f"export {name!r} refused ({kind.name}: {why.decode()})")
         # Without structured replies DF must stay clear.
         flags = self._flags_for(export)
@@ -348,7 +299,7 @@ class ServerHandshake(_Buffered):
             return None
         export = self.catalog.lookup(name)
         if not isinstance(export, ExportInfo):
-            self._reply(option, *_refusal(name, export))
+            self._reply(option, *refusal(name, export))
             return None
         self._reply(
             option, R.INFO, struct.pack(">HQH", Info.EXPORT, export.size, self._flags_for(export))
@@ -383,7 +334,7 @@ class ServerHandshake(_Buffered):
             return
         export = self.catalog.lookup(name)
         if not isinstance(export, ExportInfo):
-            self._reply(option, *_refusal(name, export))
+            self._reply(option, *refusal(name, export))
             return
         matches = [c for c in export.meta_contexts if _matches(c, queries, listing=not setting)]
         for number, context in enumerate(matches, start=1):

@@ -16,13 +16,9 @@ from typing import Protocol
 
 from ovis.block._device import BlockDevice
 
+from ._catalog import ExportCatalog, ExportInfo
 from ._connection import Connection
-from ._handshake_server import (
-    ExportCatalog,
-    ExportInfo,
-    Ready,
-    TLSMode,
-)
+from ._handshake_server import Ready, TLSMode
 
 log = logging.getLogger("ovis.nbd")
 MiB = 1024 * 1024

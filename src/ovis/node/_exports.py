@@ -25,9 +25,9 @@ from typing import Any, Protocol
 
 from ovis._units import format_size
 from ovis.block._device import BlockDevice, Capabilities, Filter
+from ovis.nbd._catalog import ExportInfo, Refused
 from ovis.nbd._constants import Reply, TransmissionFlag
 from ovis.nbd._dispatch import transmission_flags
-from ovis.nbd._handshake_server import ExportInfo, Refused
 from ovis.store import MemoryObjectStore
 from ovis.volume import Inode, ObjectVolume, VolumeInfo, VolumeLibrary
 

@@ -28,10 +28,10 @@ from ovis.block._device import BlockDevice, BlockError, Capabilities, Filter
 from ovis.block._file import FileDevice
 from ovis.block._readonly import ReadOnlyFilter
 from ovis.migrate import MirrorFilter, ProxyFilter, open_proxy
+from ovis.nbd._catalog import ExportInfo
 from ovis.nbd._constants import Reply
 from ovis.nbd._dispatch import transmission_flags
 from ovis.nbd._errors import ProtocolError
-from ovis.nbd._handshake_server import ExportInfo
 from ovis.nbd.client import NbdError
 
 from ._gate import SingleWriter, WriteGate, WriterFilter

@@ -30,7 +30,8 @@ import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
-from ovis.nbd._handshake_server import ExportInfo, Ready
+from ovis.nbd._catalog import ExportInfo
+from ovis.nbd._handshake_server import Ready
 from ovis.nbd.server import ServerLimits
 
 from ._spec import ExportSpec
