@@ -6,8 +6,16 @@ import asyncio
 import os
 from pathlib import Path
 
+from ovis.cluster._model import Epoch, NodeInfo
+from ovis.cluster._recovery import PREFIX_RECOVERY, Recovery
+from ovis.cluster._service import StorageService
+from ovis.coord import SqliteCoordinator
+from ovis.store import LocalObjectStore
+
 from .inproc import Node, settle, start_cluster, stop_all
 from .test_gateway import OID, copies_of, run
+from .test_peer_rpc import serving
+from .test_service import FixedView
 
 COUNT = 40
 
@@ -117,5 +125,45 @@ def test_copies_placed_elsewhere_are_purged_once_everyone_is_done(tmp_path: Path
             assert held[2] > 0
         finally:
             await stop_all(nodes)
+
+    run(main())
+
+
+class _Outsider(FixedView):
+    """n0's view of an epoch that left it out: `members` only."""
+
+    def __init__(self, number: int, members: tuple[NodeInfo, ...]) -> None:
+        super().__init__(number)
+        self._epoch = Epoch(number, members, copies=1)
+
+
+def test_a_node_left_out_of_the_epoch_neither_copies_nor_purges(tmp_path: Path) -> None:
+    """A node that learns an epoch without itself (it was frozen or cut off past its TTL)
+    keeps what it holds for the epoch it rejoins in: placement gives it nothing in this
+    one, so purging there would throw every copy away.  Here n1 is the epoch's only
+    member and has reported the epoch done, which is all a purge waits for."""
+
+    async def main() -> None:
+        async with serving(tmp_path / "n1") as (n1, pool):
+            n1.view.move_to(5)
+            view = _Outsider(5, (NodeInfo("n1", "z1", 1.0, n1.addr),))
+            store = LocalObjectStore(tmp_path / "n0" / "objects", fsync=False)
+            service = StorageService(store, view)
+            for i in range(4):
+                await store.create_and_write(OID + i, b"kept" * 256, 1)
+            async with SqliteCoordinator(tmp_path / "coord.db") as coord:
+                await coord.put(PREFIX_RECOVERY + "n1", b'{"epoch": 5, "done": true}')
+                recovery = Recovery(service, view, pool, coord, tmp_path)
+                recovery.start()
+                try:
+                    async with asyncio.timeout(10):
+                        while recovery.status()["state"] not in ("not a member", "done"):
+                            await asyncio.sleep(0.01)
+                    await asyncio.sleep(0.5)  # time enough for a purge, were there one
+                    assert await store.list() == [OID + i for i in range(4)]
+                    assert recovery.status()["state"] == "not a member"
+                finally:
+                    await recovery.aclose()
+                    await store.aclose()
 
     run(main())
