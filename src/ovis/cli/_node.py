@@ -8,9 +8,11 @@ from typing import Any
 
 import click
 
+from ovis._units import format_size
+
 from . import _daemon
 from ._cluster import nodes as cluster_nodes
-from ._vdi_api import NodeApi, json_option, node_option, print_json
+from ._vdi_api import NodeApi, json_option, node_option, print_json, when
 
 
 @click.group()
@@ -168,7 +170,18 @@ def recovery(ctx: click.Context, node_url: str, as_json: bool) -> None:
         print_json(status)
         return
     for key, value in status.items():
-        click.echo(f"{key}: {value}")
+        click.echo(f"{key}: {_recovery_value(key, value)}")
+
+
+def _recovery_value(key: str, value: Any) -> str:
+    """A recovery status field as people read it (the JSON keeps raw numbers)."""
+    if key == "started" and isinstance(value, int | float):
+        return when(value)
+    if key == "bytes" and isinstance(value, int):
+        return format_size(value)
+    if key == "max_rate" and isinstance(value, int):
+        return f"{format_size(value)}/s" if value else "unlimited"
+    return str(value)
 
 
 @recovery.command(name="set-throttle")
