@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -235,3 +236,14 @@ def test_a_volume_made_through_one_node_opens_at_once_through_the_others(
     for n in range(4):  # created through n0, opened through n1 or n2 at once
         cluster.vdi("create", f"fresh{n}", "16M")
         asyncio.run(open_through(1 + n % 2, f"fresh{n}"))
+
+
+def test_node_recovery_shows_progress_and_sets_the_throttle(cluster: Cluster) -> None:
+    api = ["--node", cluster.api(1)]
+    shown = cluster.cli("node", "recovery", *api).stdout
+    assert "state: " in shown and "max_rate: unlimited" in shown, shown
+    assert "10.0 MiB" in cluster.cli("node", "recovery", *api, "set-throttle", "10M").stdout
+    status = json.loads(cluster.cli("node", "recovery", *api, "--json").stdout)
+    assert status["max_rate"] == 10 * MiB and status["suspect"] == 0, status
+    assert "max_rate: 10.0 MiB/s" in cluster.cli("node", "recovery", *api).stdout
+    cluster.cli("node", "recovery", *api, "set-throttle", "0")

@@ -190,7 +190,7 @@ def _recovery_value(key: str, value: Any) -> str:
 def set_throttle(node_url: str, rate: str) -> None:
     """Limit recovery to RATE bytes per second (e.g. 100M; 0: unlimited)."""
     result = NodeApi(node_url).call("POST", "/v1/recovery/throttle", {"rate": _rate(rate)})
-    click.echo(f"recovery throttle: {result['max_rate']} bytes/s")
+    click.echo(f"recovery throttle: {_recovery_value('max_rate', result['max_rate'])}")
 
 
 def _optional(api: NodeApi, path: str) -> Any:
