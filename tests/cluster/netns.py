@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import ctypes
 import os
+import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from typing import TypeVar
@@ -56,11 +58,22 @@ class Netns:
     @staticmethod
     def available() -> str | None:
         """None if this machine lets the tests make a bridge, namespaces and veth pairs
-        (root and iproute2); else why not."""
+        (root and iproute2) and carries traffic across them; else why not."""
         try:
-            Netns(1).close()
+            net = Netns(1)
         except OSError as exc:  # also FileNotFoundError: no `ip`
             return str(exc)
+        try:  # and traffic crosses the bridge (no firewall in the way)
+            with socket.create_server((net.host_ip, 0)) as listener:
+                port = listener.getsockname()[1]
+                probe = f"import socket; socket.create_connection(({net.host_ip!r}, {port}), 3)"
+                result = subprocess.run(
+                    [*net.prefix(0), sys.executable, "-c", probe], capture_output=True, timeout=20
+                )
+            if result.returncode != 0:
+                return f"no traffic across a test bridge: {result.stderr.decode()[-200:]}"
+        finally:
+            net.close()
         return None
 
     def ip(self, node: int) -> str:
