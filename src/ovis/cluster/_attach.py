@@ -54,6 +54,7 @@ from ._attach_model import (
     when,
 )
 from ._catalog import SessionSource, session_source
+from ._retry import either
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -359,14 +360,7 @@ class AttachLeases:
             if attachment.incoming and attachment.window is not None:
                 timeout = min(timeout, max(0.01, (attachment.window.until_ns - now) / 1e9))
         sessions = {id(a._session): a._session for a in self._held.values()}
-        waits = [asyncio.ensure_future(self._wake.wait())]
-        waits += [asyncio.ensure_future(s.lost.wait()) for s in sessions.values()]
-        try:
-            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for wait in waits:
-                wait.cancel()
-            await asyncio.gather(*waits, return_exceptions=True)
+        await either(self._wake, *(s.lost for s in sessions.values()), timeout=timeout)
 
     async def _check(self) -> None:
         for attachment in list(self._held.values()):

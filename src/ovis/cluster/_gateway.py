@@ -55,7 +55,7 @@ from ovis.store._interface import check_oid, check_range, check_version
 
 from ._model import ClusterView, Epoch, NodeInfo, NotAccepting, PeerUnavailable, WrongEpoch
 from ._peer_client import PeerPool
-from ._service import MANAGEMENT_TOKEN, StorageService
+from ._service import MANAGEMENT_TOKEN, StorageService, vid_of
 
 log = logging.getLogger("ovis.cluster")
 T = TypeVar("T")
@@ -112,7 +112,7 @@ class ReplicatedObjectStore(ObjectStore):
 
     def _check_held(self, oid: int) -> None:
         """EPERM if the lease on `oid`'s volume was lost (also while a write retries)."""
-        vid = (oid >> 32) & 0xFFFFFF
+        vid = vid_of(oid)
         if vid in self._revoked:
             raise BlockError(
                 Errno.EPERM, f"volume {vid}: this node no longer holds it ({self._revoked[vid]})"
@@ -120,8 +120,7 @@ class ReplicatedObjectStore(ObjectStore):
 
     def _token(self, oid: int) -> int:
         self._check_held(oid)
-        vid = (oid >> 32) & 0xFFFFFF
-        token = self._tokens.get(vid)
+        token = self._tokens.get(vid_of(oid))
         if token is not None:
             return token
         return MANAGEMENT_TOKEN if _management.get() else 0

@@ -1,4 +1,4 @@
-"""Retrying helpers for the cluster's background loops."""
+"""Retrying and waiting helpers for the cluster's background loops."""
 
 from __future__ import annotations
 
@@ -23,11 +23,11 @@ class Backoff:
         self._delay = self._first
 
 
-async def either(*events: asyncio.Event) -> None:
-    """Return once any of `events` is set."""
+async def either(*events: asyncio.Event, timeout: float | None = None) -> None:
+    """Return once any of `events` is set, or after `timeout` seconds."""
     waits = [asyncio.ensure_future(event.wait()) for event in events]
     try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for wait in waits:
             wait.cancel()
