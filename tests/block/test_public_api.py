@@ -20,6 +20,7 @@ def test_all_lists_the_public_names() -> None:
         "MemoryDevice",
         "NbdDevice",
         "ReadOnlyFilter",
+        "Transparent",
     ]
 
 

@@ -8,7 +8,14 @@ conformance suite every device must pass.
 
 from ovis.block._checked import CheckedDevice
 from ovis.block._cow import CowFilter
-from ovis.block._device import BlockDevice, BlockError, Capabilities, Extent, Filter
+from ovis.block._device import (
+    BlockDevice,
+    BlockError,
+    Capabilities,
+    Extent,
+    Filter,
+    Transparent,
+)
 from ovis.block._faults import DelayFilter, ErrorFilter
 from ovis.block._file import FileDevice
 from ovis.block._memory import MemoryDevice
@@ -29,4 +36,5 @@ __all__ = [
     "MemoryDevice",
     "NbdDevice",
     "ReadOnlyFilter",
+    "Transparent",
 ]

@@ -227,6 +227,26 @@ class CheckedDevice(Filter):
             raise block_error_from_os(exc) from exc
         return normalise_extents(extents, length)
 
+    def file_at(self, offset: int, length: int, *, write: bool) -> int:
+        """The file below for a request that passes every check here, else -1.
+
+        A request that would be refused gets -1, so that the full path
+        refuses it with the right error.
+        """
+        end = offset + length
+        if (
+            self._closed
+            or length <= 0
+            or offset < 0
+            or end > self._size
+            or length > self._max_block
+            or offset & self._align_mask
+            or (length & self._align_mask and end != self._size)
+            or (write and not self._caps.can_write)
+        ):
+            return -1
+        return self.next.file_at(offset, length, write=write)
+
     async def aclose(self) -> None:
         """Close the device once; later calls (and all operations) see ESHUTDOWN."""
         if self._closed:

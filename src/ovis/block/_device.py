@@ -179,9 +179,25 @@ class BlockDevice(abc.ABC):
     async def aclose(self) -> None:
         return None
 
+    def file_at(self, offset: int, length: int, *, write: bool) -> int:
+        """A descriptor to pread (or pwrite) this range at the same offsets, or -1.
+
+        An optional shortcut for the server's hot path.  A device returns a
+        descriptor only if, right now, `os.pread` on it (`os.pwrite` when
+        `write`) does exactly what `read` (`write` without FUA) would: the
+        same bytes, the same effects, nothing to check, count, hold or
+        track.  The answer holds until the caller next yields to the event
+        loop.  The default, -1, is always correct.
+        """
+        return -1
+
 
 class Filter(BlockDevice):
-    """A device layered on `next`; whatever a filter does not override passes through."""
+    """A device layered on `next`; whatever a filter does not override passes through.
+
+    Except `file_at`: a filter may change what read and write do, so it
+    offers no file unless it is `Transparent`.
+    """
 
     def __init__(self, next: BlockDevice) -> None:
         self.next = next
@@ -225,3 +241,19 @@ class Filter(BlockDevice):
 
     async def aclose(self) -> None:
         await self.next.aclose()
+
+
+class Transparent(Filter):
+    """A filter that never changes the bytes read or written, only who may and when.
+
+    It offers the file below it (`file_at`) as long as `passes` says that a
+    plain pread or pwrite, done now, needs nothing from it.
+    """
+
+    def passes(self, write: bool) -> bool:
+        return True
+
+    def file_at(self, offset: int, length: int, *, write: bool) -> int:
+        if not self.passes(write):
+            return -1
+        return self.next.file_at(offset, length, write=write)

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from ovis.block._device import BlockDevice, BlockError, Buffer, Capabilities, Filter
+from ovis.block._device import BlockDevice, BlockError, Buffer, Capabilities, Transparent
 from ovis.nbd._constants import Errno
 
 
-class ReadOnlyFilter(Filter):
+class ReadOnlyFilter(Transparent):
     """`next` with every way of writing to it refused with EPERM."""
 
     def __init__(self, next: BlockDevice) -> None:
@@ -35,6 +35,9 @@ class ReadOnlyFilter(Filter):
     @property
     def capabilities(self) -> Capabilities:
         return self._caps
+
+    def passes(self, write: bool) -> bool:
+        return not write
 
     async def write(self, offset: int, data: Buffer, *, fua: bool = False) -> None:
         raise BlockError(Errno.EPERM, "device is read-only")

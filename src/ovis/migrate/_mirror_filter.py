@@ -35,7 +35,7 @@ import contextlib
 import enum
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from ovis.block._device import BlockDevice, Buffer, Filter
+from ovis.block._device import BlockDevice, Buffer, Transparent
 
 from ._bitmap import Bitmap
 from ._copy import copy_range
@@ -71,7 +71,7 @@ class RangeLock:
             entry[2].set()
 
 
-class MirrorFilter(Filter):
+class MirrorFilter(Transparent):
     """`next` (the source), with the write tracking a mirror job needs."""
 
     def __init__(self, next: BlockDevice) -> None:
@@ -138,6 +138,10 @@ class MirrorFilter(Filter):
 
     def open_gate(self) -> None:
         self._gate.set()
+
+    def passes(self, write: bool) -> bool:
+        # Untracked, as write() in passthrough: a write done at once is never in flight.
+        return not write or (self.mode is Mode.PASSTHROUGH and self._gate.is_set())
 
     # -- the gated write path ---------------------------------------------------------------
     def _enter(self) -> None:

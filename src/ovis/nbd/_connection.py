@@ -24,15 +24,15 @@ from ._constants import Command, Errno
 from ._dispatch import Dispatcher
 from ._eager import start_eagerly
 from ._errors import ProtocolError
-from ._events import NEED_DATA, Buffer, ErrorChunk, Reply, Request, SimpleReply
+from ._events import NEED_DATA, ErrorChunk, Reply, Request, SimpleReply
 from ._handshake_server import Aborted, Lookup, Ready, ServerHandshake, StartTLS
+from ._replies import FileSlice, ReplyWriter
 from ._transmission import ServerTransmission
 
 if TYPE_CHECKING:
     from .server import NbdServer
 
 log = logging.getLogger("ovis.nbd")
-FLUSH_AT = 256 * 1024  # reply bytes coalesced before they must go to the transport
 LOOKUP_REFRESH_TIMEOUT = 5.0  # seconds a handshake waits for its catalog to refresh
 
 
@@ -64,9 +64,7 @@ class Connection(asyncio.BufferedProtocol):
         # being ready (pause_reading is a request, not a guarantee).
         self._early: bytearray | None = None
         self._looking_up = False  # the handshake waits for its catalog to refresh
-        self._out: list[Buffer] = []  # replies waiting for _flush_out
-        self._out_bytes = 0  # their size: past FLUSH_AT they go out at once
-        self._flush_scheduled = False
+        self.replies: ReplyWriter | None = None
 
     # -- asyncio callbacks -------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -210,12 +208,14 @@ class Connection(asyncio.BufferedProtocol):
             await _close_quietly(device)  # the client left while we were opening
             return
         self.device = CheckedDevice(device)
+        self.replies = ReplyWriter(self.transport, zero_copy=not ready.tls)
         self.dispatcher = Dispatcher(
             self.device,
             ready.export.flags,
             structured=ready.structured,
             extended=ready.extended,
             meta_contexts=ready.meta_contexts,
+            zero_copy=self.replies.zero_copy,
         )
         self.tx = ServerTransmission(
             structured=ready.structured,
@@ -264,8 +264,8 @@ class Connection(asyncio.BufferedProtocol):
             self._pumping = False
 
     def _pump_requests(self) -> None:
-        tx = self.tx
-        if tx is None or self.stopping:
+        tx, dispatcher, replies = self.tx, self.dispatcher, self.replies
+        if tx is None or dispatcher is None or replies is None or self.stopping:
             return
         while True:
             if (
@@ -291,6 +291,15 @@ class Connection(asyncio.BufferedProtocol):
                 if not self.busy:
                     self._keep(self.loop.create_task(self._finish()))
                 return
+            done = dispatcher.run_now(event)
+            if done is not None:  # a plain READ or WRITE, served already
+                if isinstance(done, FileSlice):
+                    head = tx.send_data_head(event.cookie, event.offset, done.length)
+                    replies.add_file(head, done)
+                else:
+                    for reply in done:
+                        replies.add(tx.send(reply))
+                continue
             cost = event.length if event.command in (Command.READ, Command.WRITE) else 0
             self.bytes_in_progress += cost
             self.busy += 1
@@ -299,7 +308,7 @@ class Connection(asyncio.BufferedProtocol):
                 self._keep(task)
 
     async def _serve(self, request: Request, cost: int) -> None:
-        assert self.dispatcher is not None and self.tx is not None
+        assert self.dispatcher is not None and self.tx is not None and self.replies is not None
         try:
             try:
                 replies = await self.dispatcher.execute(request)
@@ -307,16 +316,7 @@ class Connection(asyncio.BufferedProtocol):
                 log.exception("request %s failed unexpectedly", request.command)
                 replies = self._io_error(request)
             for reply in replies:
-                buffers = self.tx.send(reply)
-                self._out.extend(buffers)
-                self._out_bytes += sum(map(len, buffers))
-            # Eager requests finish inside one _pump loop: hand big batches to the
-            # transport now, so that pause_writing() can stop us reading requests.
-            if self._out_bytes >= FLUSH_AT:
-                self._flush_out()
-            elif not self._flush_scheduled:
-                self._flush_scheduled = True
-                self.loop.call_soon(self._flush_out)
+                self.replies.add(self.tx.send(reply))
         finally:
             self.bytes_in_progress -= cost
             self.busy -= 1
@@ -325,15 +325,6 @@ class Connection(asyncio.BufferedProtocol):
                 self._pump()
             elif not self.busy:
                 await self._finish()
-
-    def _flush_out(self) -> None:
-        """Write every reply finished in this loop iteration with one writev."""
-        self._flush_scheduled = False
-        out, self._out = self._out, []
-        self._out_bytes = 0
-        transport = self.transport
-        if out and transport is not None and not transport.is_closing():
-            transport.writelines(out)
 
     def _io_error(self, request: Request) -> list[Reply]:
         assert self.tx is not None
@@ -349,7 +340,8 @@ class Connection(asyncio.BufferedProtocol):
                 await device.flush()  # a courtesy: only FLUSH/FUA promise durability
             except Exception as exc:
                 log.warning("flush on disconnect failed: %s", exc)
-        self._flush_out()
+        if self.replies is not None:
+            self.replies.flush()
         if self.transport is not None:
             self.transport.close()
         self._release()
@@ -358,6 +350,8 @@ class Connection(asyncio.BufferedProtocol):
         if self._released:
             return
         self._released = True
+        if self.replies is not None:
+            self.replies.close()
         device, self.device = self.device, None
         if device is not None:
             self.loop.create_task(_close_quietly(device)).add_done_callback(

@@ -55,6 +55,7 @@ _BS_EXT_HEAD = struct.Struct(">II")
 
 # WRITE payloads at least this large are received into their own buffer.
 DIRECT_PAYLOAD = 64 * 1024
+_OFFSET_DATA = int(ChunkType.OFFSET_DATA)
 # Commands whose request carries a payload of `length` bytes.
 _PAYLOAD_COMMANDS = frozenset({Command.WRITE})
 
@@ -248,6 +249,23 @@ class ServerTransmission(_Buffered):
         else:
             head = CHUNK.pack(STRUCTURED_REPLY_MAGIC, flags, chunk_type, reply.cookie, size)
         return [head, *payload]
+
+    def send_data_head(self, cookie: int, offset: int, length: int) -> list[Buffer]:
+        """The header of a successful READ reply whose `length` bytes the caller sends.
+
+        As `send(DataChunk(..., done=True))` (or a simple reply) would encode
+        it, for a payload that is not in memory (sent with sendfile).
+        """
+        if self._in_flight.pop(cookie, None) is None:
+            raise LocalProtocolError(f"no request with cookie {cookie:#x} is in flight")
+        if not self.structured:
+            return [SIMPLE_REPLY.pack(SIMPLE_REPLY_MAGIC, 0, cookie)]
+        size, kind = 8 + length, _OFFSET_DATA
+        if self.extended:
+            head = EXT_CHUNK.pack(EXTENDED_REPLY_MAGIC, REPLY_FLAG_DONE, kind, cookie, offset, size)
+        else:
+            head = CHUNK.pack(STRUCTURED_REPLY_MAGIC, REPLY_FLAG_DONE, kind, cookie, size)
+        return [head + _U64.pack(offset)]
 
 
 def _encode_chunk(chunk: Chunk, extended: bool) -> tuple[int, list[Buffer]]:

@@ -24,7 +24,7 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 from ovis.block._cow import CowFilter
-from ovis.block._device import BlockDevice, BlockError, Capabilities, Filter
+from ovis.block._device import BlockDevice, BlockError, Capabilities, Transparent
 from ovis.block._file import FileDevice
 from ovis.block._readonly import ReadOnlyFilter
 from ovis.migrate import MirrorFilter, ProxyFilter, open_proxy
@@ -42,14 +42,14 @@ from ._spec import ExportError, ExportSpec
 log = logging.getLogger("ovis.serve")
 
 
-class _Borrowed(Filter):
+class _Borrowed(Transparent):
     """A handle on a shared device: closing it closes nothing below."""
 
     async def aclose(self) -> None:
         return None
 
 
-class _Lease(Filter):
+class _Lease(Transparent):
     """A connection's handle on an export: closing it gives the export back.
 
     A retired (removed or replaced) export is closed when its last lease is.

@@ -15,7 +15,7 @@ import ipaddress
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from ovis.block._device import BlockDevice, BlockError, Buffer, Filter
+from ovis.block._device import BlockDevice, BlockError, Buffer, Transparent
 from ovis.nbd._constants import Errno
 
 from ._spec import ExportError
@@ -24,7 +24,7 @@ log = logging.getLogger("ovis.serve")
 LOCAL = "local"  # the host name of unix-socket clients
 
 
-class WriteGate(Filter):
+class WriteGate(Transparent):
     """Counts writes in flight and can hold new ones while a snapshot is taken.
 
     Once `retire()`d (the export migrated away) every write gets EPERM, so no
@@ -68,6 +68,10 @@ class WriteGate(Filter):
     def retire(self) -> None:
         """Refuse every later write (call while holding the gate)."""
         self.retired = True
+
+    def passes(self, write: bool) -> bool:
+        # A write done at once, while open, is never in flight when held() looks.
+        return not write or (self._open.is_set() and not self.retired)
 
     async def write(self, offset: int, data: Buffer, *, fua: bool = False) -> None:
         await self._enter()
@@ -208,7 +212,7 @@ class SingleWriter:
         return previous
 
 
-class WriterFilter(Filter):
+class WriterFilter(Transparent):
     """One connection's writes to a single-writer export, admitted by `writers`."""
 
     def __init__(self, next: BlockDevice, writers: SingleWriter, peer: str | None) -> None:
@@ -216,6 +220,9 @@ class WriterFilter(Filter):
         self.writers = writers
         self.host = host_of(peer)
         writers.join(self)
+
+    def passes(self, write: bool) -> bool:
+        return not write  # every write must be admitted
 
     async def write(self, offset: int, data: Buffer, *, fua: bool = False) -> None:
         self.writers.admit(self)
