@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ovis.nbd")
 LOOKUP_REFRESH_TIMEOUT = 5.0  # seconds a handshake waits for its catalog to refresh
+_READ, _WRITE = int(Command.READ), int(Command.WRITE)
 
 
 class Connection(asyncio.BufferedProtocol):
@@ -291,16 +292,20 @@ class Connection(asyncio.BufferedProtocol):
                 if not self.busy:
                     self._keep(self.loop.create_task(self._finish()))
                 return
-            done = dispatcher.run_now(event)
-            if done is not None:  # a plain READ or WRITE, served already
-                if isinstance(done, FileSlice):
-                    head = tx.send_data_head(event.cookie, event.offset, done.length)
-                    replies.add_file(head, done)
-                else:
-                    for reply in done:
-                        replies.add(tx.send(reply))
+            command = event.command
+            if command == _READ:  # served at once if it can be: see Dispatcher.read_now
+                data = dispatcher.read_now(event)
+                if data is not None:
+                    head = tx.send_data_head(event.cookie, event.offset, event.length)
+                    if isinstance(data, FileSlice):
+                        replies.add_file(head, data)
+                    else:
+                        replies.add([head, data])
+                    continue
+            elif command == _WRITE and dispatcher.write_now(event):
+                replies.add([tx.send_done(event.cookie)])
                 continue
-            cost = event.length if event.command in (Command.READ, Command.WRITE) else 0
+            cost = event.length if command in (_READ, _WRITE) else 0
             self.bytes_in_progress += cost
             self.busy += 1
             task = start_eagerly(self._serve(event, cost))

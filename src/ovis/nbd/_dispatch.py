@@ -145,44 +145,39 @@ class Dispatcher:
             return Errno.EINVAL
         return None
 
-    def run_now(self, request: Request) -> list[Reply] | FileSlice | None:
-        """Serve a plain READ or WRITE at once, or None: then `execute` must.
-
-        Where the device stack says a file holds the range (`file_at`), the
-        request is a pread or pwrite here and now, without a coroutine per
-        layer: on a page-cached image that is most of a small request's
-        cost.  A long READ becomes a FileSlice for the caller to send with
-        sendfile.  Anything unusual (a refusal, FUA, an I/O error) is left to
-        `execute`, which repeats the request on the full path.
-        """
-        command, offset, length = request.command, request.offset, request.length
-        if command == _READ:
-            if request.flags & ~self._allowed[_READ] or length > self._max_payload:
-                return None
-            fd = self.device.file_at(offset, length, write=False)
-            if fd < 0:
-                return None
-            if length >= self._zero_copy_min:
-                return FileSlice(fd, offset, length)
-            try:
-                data = pread_full(fd, length, offset)
-            except OSError:
-                return None
-            if self.structured:
-                return [DataChunk(request.cookie, offset, data, done=True)]
-            return [SimpleReply(request.cookie, 0, data)]
-        if command != _WRITE or request.flags or request.data is None:
+    # The hot path.  Where the device stack says a file holds the range
+    # (`file_at`), a READ or WRITE is a pread or pwrite here and now, without
+    # a coroutine per layer: on a page-cached image that is most of a small
+    # request's cost.  Anything unusual (a refusal, FUA, an I/O error) gets
+    # None, and `execute` then runs the request on the full path.
+    def read_now(self, request: Request) -> bytes | FileSlice | None:
+        """A READ's data, read at once; a FileSlice for the caller to send if long."""
+        offset, length = request.offset, request.length
+        if request.flags & ~self._allowed[_READ] or length > self._max_payload:
             return None
-        if _WRITE not in self._allowed:
-            return None
-        fd = self.device.file_at(offset, length, write=True)
+        fd = self.device.file_at(offset, length, write=False)
         if fd < 0:
             return None
+        if length >= self._zero_copy_min:
+            return FileSlice(fd, offset, length)
         try:
-            pwrite_full(fd, request.data, offset)
+            return pread_full(fd, length, offset)
         except OSError:
             return None
-        return self._ok(request)
+
+    def write_now(self, request: Request) -> bool:
+        """Whether a plain WRITE (no flags) was done at once."""
+        data = request.data
+        if request.flags or data is None or _WRITE not in self._allowed:
+            return False
+        fd = self.device.file_at(request.offset, request.length, write=True)
+        if fd < 0:
+            return False
+        try:
+            pwrite_full(fd, data, request.offset)
+        except OSError:
+            return False
+        return True
 
     async def execute(self, request: Request) -> list[Reply]:
         """Run one request; the replies to send, in order (the last one is final)."""

@@ -42,11 +42,18 @@ class Request:
     payload_dropped: bool = False
 
     def __post_init__(self) -> None:
-        _check_range("command", self.command, U16)
-        _check_range("flags", self.flags, U16)
-        _check_range("cookie", self.cookie, U64)
-        _check_range("offset", self.offset, U64)
-        _check_range("length", self.length, U64)
+        if not (  # one test on the server's per-request path; which one failed only if one did
+            0 <= self.command <= U16
+            and 0 <= self.flags <= U16
+            and 0 <= self.cookie <= U64
+            and 0 <= self.offset <= U64
+            and 0 <= self.length <= U64
+        ):
+            _check_range("command", self.command, U16)
+            _check_range("flags", self.flags, U16)
+            _check_range("cookie", self.cookie, U64)
+            _check_range("offset", self.offset, U64)
+            _check_range("length", self.length, U64)
         if self.data is not None and len(self.data) != self.length:
             raise ValueError("payload length must equal the request length")
 

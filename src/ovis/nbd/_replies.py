@@ -72,7 +72,7 @@ class ReplyWriter:
             self._scheduled = True
             self._loop.call_soon(self.flush)
 
-    def add_file(self, head: list[Buffer], data: FileSlice) -> None:
+    def add_file(self, head: bytes, data: FileSlice) -> None:
         """Queue a reply whose payload is read from a file: sent now, zero-copy if it can be.
 
         Its header is already promised, so a file that fails to read now
@@ -84,12 +84,12 @@ class ReplyWriter:
             log.error("cannot read a reply's data from the image, disconnecting: %s", exc)
             self._transport.abort()
 
-    def _add_file(self, head: list[Buffer], data: FileSlice) -> None:
+    def _add_file(self, head: bytes, data: FileSlice) -> None:
         sock, transport = self._sock, self._transport
         if sock is None or transport.is_closing() or transport.get_write_buffer_size():
-            self.add([*head, _read(data)])
+            self.add([head, _read(data)])
             return
-        out, self._out = self._out + head, []
+        out, self._out = [*self._out, head], []
         self._bytes = 0
         total = sum(map(len, out))
         try:

@@ -46,6 +46,8 @@ EXT_REQUEST = struct.Struct(">IHHQQQ")
 SIMPLE_REPLY = struct.Struct(">IIQ")
 CHUNK = struct.Struct(">IHHQI")
 EXT_CHUNK = struct.Struct(">IHHQQQ")
+_DATA_HEAD = struct.Struct(">IHHQIQ")  # CHUNK + the OFFSET_DATA chunk's offset
+_EXT_DATA_HEAD = struct.Struct(">IHHQQQQ")
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 _ERROR_HEAD = struct.Struct(">IH")
@@ -55,7 +57,7 @@ _BS_EXT_HEAD = struct.Struct(">II")
 
 # WRITE payloads at least this large are received into their own buffer.
 DIRECT_PAYLOAD = 64 * 1024
-_OFFSET_DATA = int(ChunkType.OFFSET_DATA)
+_OFFSET_DATA, _NONE = int(ChunkType.OFFSET_DATA), int(ChunkType.NONE)
 # Commands whose request carries a payload of `length` bytes.
 _PAYLOAD_COMMANDS = frozenset({Command.WRITE})
 
@@ -176,7 +178,7 @@ class ServerTransmission(_Buffered):
             )
             if magic != self._magic:
                 raise RemoteProtocolError(f"bad request magic {magic:#x}")
-            self._take(self._header.size)
+            self._consume(self._header.size)
             self._pending = (flags, command, cookie, offset, length)
         flags, command, cookie, offset, length = self._pending
         if cookie in self._in_flight:
@@ -250,22 +252,36 @@ class ServerTransmission(_Buffered):
             head = CHUNK.pack(STRUCTURED_REPLY_MAGIC, flags, chunk_type, reply.cookie, size)
         return [head, *payload]
 
-    def send_data_head(self, cookie: int, offset: int, length: int) -> list[Buffer]:
-        """The header of a successful READ reply whose `length` bytes the caller sends.
-
-        As `send(DataChunk(..., done=True))` (or a simple reply) would encode
-        it, for a payload that is not in memory (sent with sendfile).
-        """
+    # The server's hot path: a successful READ or WRITE, encoded as `send`
+    # would encode its reply, without building the reply event first.
+    def send_data_head(self, cookie: int, offset: int, length: int) -> bytes:
+        """The header of a successful READ reply; the caller sends its `length` bytes."""
         if self._in_flight.pop(cookie, None) is None:
             raise LocalProtocolError(f"no request with cookie {cookie:#x} is in flight")
         if not self.structured:
-            return [SIMPLE_REPLY.pack(SIMPLE_REPLY_MAGIC, 0, cookie)]
-        size, kind = 8 + length, _OFFSET_DATA
+            return SIMPLE_REPLY.pack(SIMPLE_REPLY_MAGIC, 0, cookie)
         if self.extended:
-            head = EXT_CHUNK.pack(EXTENDED_REPLY_MAGIC, REPLY_FLAG_DONE, kind, cookie, offset, size)
-        else:
-            head = CHUNK.pack(STRUCTURED_REPLY_MAGIC, REPLY_FLAG_DONE, kind, cookie, size)
-        return [head + _U64.pack(offset)]
+            return _EXT_DATA_HEAD.pack(
+                EXTENDED_REPLY_MAGIC,
+                REPLY_FLAG_DONE,
+                _OFFSET_DATA,
+                cookie,
+                offset,
+                length + 8,
+                offset,
+            )
+        return _DATA_HEAD.pack(
+            STRUCTURED_REPLY_MAGIC, REPLY_FLAG_DONE, _OFFSET_DATA, cookie, length + 8, offset
+        )
+
+    def send_done(self, cookie: int) -> bytes:
+        """The reply to a successful request that returns no data (a WRITE)."""
+        offset = self._in_flight.pop(cookie, None)
+        if offset is None:
+            raise LocalProtocolError(f"no request with cookie {cookie:#x} is in flight")
+        if self.extended:
+            return EXT_CHUNK.pack(EXTENDED_REPLY_MAGIC, REPLY_FLAG_DONE, _NONE, cookie, offset, 0)
+        return SIMPLE_REPLY.pack(SIMPLE_REPLY_MAGIC, 0, cookie)
 
 
 def _encode_chunk(chunk: Chunk, extended: bool) -> tuple[int, list[Buffer]]:
