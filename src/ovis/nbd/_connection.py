@@ -15,7 +15,7 @@ import ssl
 import time
 from typing import TYPE_CHECKING, cast
 
-from ovis._net import set_nodelay
+from ovis._net import set_nodelay, widen_unix_send_buffer
 from ovis.block._checked import CheckedDevice
 from ovis.block._device import BlockDevice
 
@@ -72,6 +72,7 @@ class Connection(asyncio.BufferedProtocol):
         # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
         self.transport = transport = cast(asyncio.Transport, transport)
         set_nodelay(transport)
+        widen_unix_send_buffer(transport)
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             self.peer = transport.get_extra_info("peername")[0]
