@@ -36,6 +36,7 @@ from ovis.coord import Coordinator, open_coordinator
 from tests.etcd import EtcdCluster
 
 from .conftest import etcd_url, wipe
+from .test_gateway import run
 
 CHILD = """
 import asyncio, sys
@@ -136,7 +137,7 @@ def test_formatting_twice_is_refused(sqlite_url: str) -> None:
                 await format_cluster(coord, 2)
             assert await load_config(coord) == config
 
-    asyncio.run(main())
+    run(main())
 
 
 def test_copies_outside_1_to_8_are_refused(sqlite_url: str) -> None:
@@ -148,7 +149,7 @@ def test_copies_outside_1_to_8_are_refused(sqlite_url: str) -> None:
             with pytest.raises(NotFormatted):
                 await load_config(coord)
 
-    asyncio.run(main())
+    run(main())
 
 
 def test_starting_before_format_is_refused_with_the_hint(sqlite_url: str) -> None:
@@ -160,7 +161,7 @@ def test_starting_before_format_is_refused_with_the_hint(sqlite_url: str) -> Non
             assert await live_nodes(coord) == []
             await node.aclose()
 
-    asyncio.run(main())
+    run(main())
 
 
 def test_before_any_join_the_epoch_is_zero_with_the_configured_copies(sqlite_url: str) -> None:
@@ -169,7 +170,7 @@ def test_before_any_join_the_epoch_is_zero_with_the_configured_copies(sqlite_url
             await format_cluster(coord, 3)
             assert await read_epoch(coord) == (Epoch(0, (), 3), [], 0)
 
-    asyncio.run(main())
+    run(main())
 
 
 def test_the_epoch_key_keeps_the_last_100_records() -> None:
@@ -199,7 +200,7 @@ def test_three_nodes_converge_on_one_epoch_and_history_records_each_join(coord_u
             assert [n.id for n in nodes[1].live()] == ["n0", "n1", "n2"]
             assert all(n.accepting_writes() for n in nodes)
 
-    asyncio.run(main())
+    run(main())
 
 
 def test_nodes_starting_together_agree_on_one_epoch(coord_url: str) -> None:
@@ -211,7 +212,7 @@ def test_nodes_starting_together_agree_on_one_epoch(coord_url: str) -> None:
             numbers = [r.number for r in nodes[0].history]
             assert numbers == list(range(1, nodes[0].epoch.number + 1))
 
-    asyncio.run(main())
+    run(main())
 
 
 def test_a_clean_leave_starts_an_epoch_without_the_node_within_a_second(coord_url: str) -> None:
@@ -229,7 +230,7 @@ def test_a_clean_leave_starts_an_epoch_without_the_node_within_a_second(coord_ur
             assert nodes[0].history[-1].left == ("n1",)
             assert not nodes[1].accepting_writes()
 
-    asyncio.run(main())
+    run(main())
 
 
 def test_the_last_node_to_leave_stays_in_the_last_epoch(sqlite_url: str) -> None:
@@ -240,7 +241,7 @@ def test_the_last_node_to_leave_stays_in_the_last_epoch(sqlite_url: str) -> None
             epoch, _, _ = await read_epoch(cluster.coord(node))
             assert epoch.ids == {"n0"} and await live_nodes(cluster.coord(node)) == []
 
-    asyncio.run(main())
+    run(main())
 
 
 def test_a_node_restarted_on_new_ports_starts_an_epoch_with_its_new_address(coord_url: str) -> None:
@@ -256,7 +257,7 @@ def test_a_node_restarted_on_new_ports_starts_an_epoch_with_its_new_address(coor
             last = n0.history[-1]  # "updated" if it came back before the others noticed
             assert last.joined + last.updated == ("n1",)
 
-    asyncio.run(main())
+    run(main())
 
 
 # -- identity -------------------------------------------------------------------
@@ -270,7 +271,7 @@ def test_a_duplicate_node_id_is_refused(sqlite_url: str) -> None:
                 await cluster.start("n0", ttl=1)
             assert first.accepting_writes() and [n.id for n in first.live()] == ["n0"]
 
-    asyncio.run(main())
+    run(main())
 
 
 @pytest.mark.parametrize("coord_url", ["etcd"], indirect=True)  # SQLite expiry: the pause test
@@ -284,7 +285,7 @@ def test_a_registration_left_by_a_killed_process_is_waited_out(
             node = await cluster.start("n0")  # waits until the dead session expires
             assert node.epoch.member("n0") == info("n0")
 
-    asyncio.run(main())
+    run(main())
 
 
 # -- lost sessions --------------------------------------------------------------
@@ -305,7 +306,7 @@ def test_a_revoked_session_stops_writes_at_once_and_the_node_registers_again(
             kv = await cluster.coord(node).get("ovis/nodes/n0")
             assert kv is not None and kv.session == node.session.id
 
-    asyncio.run(main())
+    run(main())
 
 
 def test_a_node_paused_past_its_ttl_rejoins_in_a_new_epoch(
@@ -327,7 +328,7 @@ def test_a_node_paused_past_its_ttl_rejoins_in_a_new_epoch(
             assert n0.epoch.number == joined + 2
             assert n0.history[-1].joined == ("n1",)
 
-    asyncio.run(main())
+    run(main())
 
 
 def test_a_node_cut_off_from_etcd_stops_writes_then_carries_on(etcd1: EtcdCluster) -> None:
@@ -346,7 +347,7 @@ def test_a_node_cut_off_from_etcd_stops_writes_then_carries_on(etcd1: EtcdCluste
             n1 = await cluster.start("n1")  # n0's watch and proposer are still at work
             await until(agreed([n0, n1], {"n0", "n1"}))
 
-    asyncio.run(main())
+    run(main())
 
 
 # -- waiting for epochs ---------------------------------------------------------
@@ -361,7 +362,7 @@ def test_wait_epoch_times_out_when_nothing_changes(sqlite_url: str) -> None:
             with pytest.raises(TimeoutError):
                 await node.wait_epoch(current, timeout=0.2)
 
-    asyncio.run(main())
+    run(main())
 
 
 def test_every_consumer_of_changes_sees_the_newest_epoch(coord_url: str) -> None:
@@ -391,4 +392,4 @@ def test_every_consumer_of_changes_sees_the_newest_epoch(coord_url: str) -> None
             with pytest.raises(StopAsyncIteration):
                 await anext(slow)
 
-    asyncio.run(main())
+    run(main())

@@ -7,6 +7,7 @@ two must interleave with the other replies without a byte out of place.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from ovis.nbd import Command
+from ovis.nbd.client import NbdClient
 from tests.conftest import Served
 
 from .helpers import RawClient, connected
@@ -117,3 +119,28 @@ def test_reads_past_the_end_of_a_short_file_are_zeros(
         client.close()
     assert result.error == 0
     assert result.data == head[2 * MiB :] + bytes(6 * MiB - len(head))
+
+
+def test_extended_headers_read_and_write_on_the_fast_path(
+    serve: Callable[..., Served], random_image: Path
+) -> None:
+    """Replies built straight from the request carry the extended-header framing too."""
+    served = serve(str(random_image))
+    expected = bytearray(random_image.read_bytes())
+
+    async def scenario() -> None:
+        client = await NbdClient.connect(served.uri(), extended=True)
+        try:
+            assert client.extended
+            data = os.urandom(2 * MiB)
+            await client.write(MiB + 3, data)  # a plain WRITE: served at once
+            await client.write(7 * MiB, data[:4096], fua=True)  # FUA: the full path
+            expected[MiB + 3 : 3 * MiB + 3] = data
+            expected[7 * MiB : 7 * MiB + 4096] = data[:4096]
+            for offset, length in [(0, 4 * MiB), (MiB + 3, 4096), (7 * MiB - 5, 64 * KiB)]:
+                got = await client.read(offset, length)
+                assert got == expected[offset : offset + length], (offset, length)
+        finally:
+            await client.aclose()
+
+    asyncio.run(scenario())
