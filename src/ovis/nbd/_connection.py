@@ -305,6 +305,7 @@ class Connection(asyncio.BufferedProtocol):
                     continue
             elif command == _WRITE and dispatcher.write_now(event):
                 replies.add([tx.send_done(event.cookie)])
+                tx.recycle(event.data)  # written and let go: it can take the next payload
                 continue
             cost = event.length if command in (_READ, _WRITE) else 0
             self.bytes_in_progress += cost

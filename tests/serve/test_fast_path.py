@@ -1,8 +1,10 @@
-"""Large READ replies sent with sendfile carry the image's bytes, in order, on every path.
+"""The READ/WRITE fast path: data straight from and to the image, on every framing.
 
 A READ of 64 KiB or more is sent as its header plus sendfile(2) when the
 socket has room, and through the transport with pread when it has not; the
-two must interleave with the other replies without a byte out of place.
+two must interleave with the other replies without a byte out of place.  A
+plain WRITE is a pwrite at once, and its payload buffer is reused for the
+next one.
 """
 
 from __future__ import annotations
@@ -144,3 +146,22 @@ def test_extended_headers_read_and_write_on_the_fast_path(
             await client.aclose()
 
     asyncio.run(scenario())
+
+
+def test_pipelined_writes_reusing_one_buffer_each_land_whole(
+    serve: Callable[..., Served], random_image: Path
+) -> None:
+    served = serve(str(random_image))
+    client = connected(served)
+    blocks = [os.urandom(MiB) for _ in range(12)]
+    try:
+        cookies = [
+            client.request(Command.WRITE, n * MiB + 512, MiB, data=block).cookie
+            for n, block in enumerate(blocks)
+        ]
+        assert all(r.error == 0 for r in client.replies(cookies).values())
+        for n, block in enumerate(blocks):
+            assert client.call(Command.READ, n * MiB + 512, MiB).data == block, n
+    finally:
+        client.close()
+    assert random_image.read_bytes()[512 : 12 * MiB + 512] == b"".join(blocks)
