@@ -94,9 +94,7 @@ class ReplyWriter:
         total = sum(map(len, out))
         try:
             sent = sock.sendmsg(out, (), socket.MSG_MORE)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError:  # the connection broke: let the transport find out and report it
+        except OSError:  # full (EAGAIN), or broken: then the transport finds out and reports it
             sent = 0
         if sent < total:
             transport.writelines(_after(out, sent))
@@ -106,10 +104,8 @@ class ReplyWriter:
         while left:
             try:
                 n = os.sendfile(sock.fileno(), data.fd, offset, left)
-            except (BlockingIOError, InterruptedError):
+            except OSError:  # as above: full, or broken
                 break
-            except OSError:
-                break  # as above: the transport's write reports a broken connection
             if not n:  # the file ends early: the rest reads as zeros
                 break
             offset += n
