@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,21 @@ async def until_closed_on(cluster: Cluster, node: int, timeout: float = 45) -> N
     async with asyncio.timeout(timeout):
         while (await asyncio.to_thread(cluster.get, node, f"/v1/volumes/{VOLUME}"))["connections"]:
             await asyncio.sleep(0.1)
+
+
+def drive(
+    cluster: Cluster, checker: Checker, fault: Callable[[], Awaitable[list[Tally]]]
+) -> list[Tally]:
+    """Run `fault` while the checker writes through n0; the checker is closed however it ends."""
+
+    async def scenario() -> list[Tally]:
+        try:
+            await checker.start(cluster.nbd_uri(0, VOLUME))
+            return await fault()
+        finally:
+            await checker.aclose()
+
+    return asyncio.run(scenario())
 
 
 def report(name: str, cluster: Cluster, tallies: list[Tally]) -> None:
@@ -94,21 +110,17 @@ def test_replica_killed_while_writing(tmp_path: Path) -> None:
     with Cluster(tmp_path, nodes=3, copies=2) as cluster:
         checker = new_volume(cluster)
 
-        async def scenario() -> list[Tally]:
-            try:
-                await checker.start(cluster.nbd_uri(0, VOLUME))
-                await checker.wait_acked(800)
-                await asyncio.to_thread(cluster.kill, 2)
-                await checker.wait_acked(400)
-                await asyncio.to_thread(cluster.wait_epoch, {0, 1})
-                await checker.wait_acked(800)
-                await checker.stop()
-                await asyncio.to_thread(cluster.wait_recovered)
-                return await verify_through(cluster, checker, [0, 1])
-            finally:
-                await checker.aclose()
+        async def fault() -> list[Tally]:
+            await checker.wait_acked(800)
+            await asyncio.to_thread(cluster.kill, 2)
+            await checker.wait_acked(400)
+            await asyncio.to_thread(cluster.wait_epoch, {0, 1})
+            await checker.wait_acked(800)
+            await checker.stop()
+            await asyncio.to_thread(cluster.wait_recovered)
+            return await verify_through(cluster, checker, [0, 1])
 
-        tallies = asyncio.run(scenario())
+        tallies = drive(cluster, checker, fault)
         assert_replicated(cluster, 2)
         report("replica killed", cluster, tallies)
 
@@ -118,21 +130,17 @@ def test_gateway_killed_client_reconnects_elsewhere(tmp_path: Path) -> None:
     with Cluster(tmp_path, nodes=3, copies=2) as cluster:
         checker = new_volume(cluster)
 
-        async def scenario() -> list[Tally]:
-            try:
-                await checker.start(cluster.nbd_uri(0, VOLUME))
-                await checker.wait_acked(800)
-                await asyncio.to_thread(cluster.kill, 0)
-                checker.switch(cluster.nbd_uri(1, VOLUME))  # once n0's lease expires
-                await checker.wait_acked(800)
-                await asyncio.to_thread(cluster.wait_epoch, {1, 2})
-                await checker.wait_acked(400)
-                await checker.stop()
-                return await verify_through(cluster, checker, [1, 2])
-            finally:
-                await checker.aclose()
+        async def fault() -> list[Tally]:
+            await checker.wait_acked(800)
+            await asyncio.to_thread(cluster.kill, 0)
+            checker.switch(cluster.nbd_uri(1, VOLUME))  # once n0's lease expires
+            await checker.wait_acked(800)
+            await asyncio.to_thread(cluster.wait_epoch, {1, 2})
+            await checker.wait_acked(400)
+            await checker.stop()
+            return await verify_through(cluster, checker, [1, 2])
 
-        tallies = asyncio.run(scenario())
+        tallies = drive(cluster, checker, fault)
         assert tallies[-1].reconnects >= 1
         cluster.wait_recovered()
         assert_replicated(cluster, 2)
@@ -145,19 +153,15 @@ def test_etcd_member_killed_writes_go_on(tmp_path: Path) -> None:
         checker = new_volume(cluster)
         epoch = cluster.wait_epoch()
 
-        async def scenario() -> list[Tally]:
-            try:
-                await checker.start(cluster.nbd_uri(0, VOLUME))
-                await checker.wait_acked(800)
-                leader = await asyncio.to_thread(cluster.etcd.leader)
-                await asyncio.to_thread(cluster.kill_etcd, leader)
-                await checker.wait_acked(1200)
-                await checker.stop()
-                return await verify_through(cluster, checker, [1, 2])
-            finally:
-                await checker.aclose()
+        async def fault() -> list[Tally]:
+            await checker.wait_acked(800)
+            leader = await asyncio.to_thread(cluster.etcd.leader)
+            await asyncio.to_thread(cluster.kill_etcd, leader)
+            await checker.wait_acked(1200)
+            await checker.stop()
+            return await verify_through(cluster, checker, [1, 2])
 
-        tallies = asyncio.run(scenario())
+        tallies = drive(cluster, checker, fault)
         after = cluster.wait_epoch()
         print(f"  epoch {epoch} before the etcd kill, {after} after")
         report("etcd member killed", cluster, tallies)
@@ -169,22 +173,18 @@ def test_frozen_gateway_cannot_overwrite_the_new_writer(tmp_path: Path) -> None:
     with Cluster(tmp_path, nodes=3, copies=2) as cluster:
         checker = new_volume(cluster)
 
-        async def scenario() -> list[Tally]:
-            try:
-                await checker.start(cluster.nbd_uri(0, VOLUME))
-                await checker.wait_acked(400)
-                await asyncio.to_thread(cluster.stop, 0)  # with a batch in flight
-                checker.switch(cluster.nbd_uri(1, VOLUME))
-                await asyncio.to_thread(cluster.wait_epoch, {1, 2})
-                await checker.wait_acked(400)  # rewrites the frozen batch's blocks first
-                await asyncio.to_thread(cluster.cont, 0)
-                await asyncio.sleep(2 * cluster.session_ttl)  # the old node works its queue
-                await checker.wait_acked(200)
-                return await verify_after_n0_returns(cluster, checker, "SIGCONT")
-            finally:
-                await checker.aclose()
+        async def fault() -> list[Tally]:
+            await checker.wait_acked(400)
+            await asyncio.to_thread(cluster.stop, 0)  # with a batch in flight
+            checker.switch(cluster.nbd_uri(1, VOLUME))
+            await asyncio.to_thread(cluster.wait_epoch, {1, 2})
+            await checker.wait_acked(400)  # rewrites the frozen batch's blocks first
+            await asyncio.to_thread(cluster.cont, 0)
+            await asyncio.sleep(2 * cluster.session_ttl)  # the old node works its queue
+            await checker.wait_acked(200)
+            return await verify_after_n0_returns(cluster, checker, "SIGCONT")
 
-        report_with_n0("frozen gateway", cluster, asyncio.run(scenario()))
+        report_with_n0("frozen gateway", cluster, drive(cluster, checker, fault))
 
 
 def test_restarted_node_with_stale_data_serves_no_stale_reads(tmp_path: Path) -> None:
@@ -193,32 +193,28 @@ def test_restarted_node_with_stale_data_serves_no_stale_reads(tmp_path: Path) ->
     with Cluster(tmp_path, nodes=3, copies=3) as cluster:
         checker = new_volume(cluster)
 
-        async def scenario() -> list[Tally]:
-            try:
-                await checker.start(cluster.nbd_uri(0, VOLUME))
-                await checker.wait_acked(800)
-                await asyncio.to_thread(cluster.kill, 2)
-                await asyncio.to_thread(cluster.wait_epoch, {0, 1})
-                await checker.wait_acked(1200)  # every object changes while n2 is away
-                await checker.stop()
-                await asyncio.to_thread(cluster.restart, 2)
-                # At once: n2's recovery (a second or two here) runs under these reads.
-                reads = time.time()
-                tallies = await verify_through(cluster, checker, [2])
-                reads_done = time.time()
-                status = await asyncio.to_thread(cluster.get, 2, "/v1/recovery")
-                recovered = status["started"] + status.get("seconds", 0)
-                overlap = min(reads_done, recovered) - max(reads, status["started"])
-                print(f"  reads through n2 overlapped its recovery for {overlap:.2f} s: {status}")
-                await checker.start(cluster.nbd_uri(2, VOLUME))  # n2 as the gateway now
-                await checker.wait_acked(400)
-                await checker.stop()
-                await asyncio.to_thread(cluster.wait_recovered)
-                return tallies + await verify_through(cluster, checker, [2, 0, 1])
-            finally:
-                await checker.aclose()
+        async def fault() -> list[Tally]:
+            await checker.wait_acked(800)
+            await asyncio.to_thread(cluster.kill, 2)
+            await asyncio.to_thread(cluster.wait_epoch, {0, 1})
+            await checker.wait_acked(1200)  # every object changes while n2 is away
+            await checker.stop()
+            await asyncio.to_thread(cluster.restart, 2)
+            # At once: n2's recovery (a second or two here) runs under these reads.
+            reads = time.time()
+            tallies = await verify_through(cluster, checker, [2])
+            reads_done = time.time()
+            status = await asyncio.to_thread(cluster.get, 2, "/v1/recovery")
+            recovered = status["started"] + status.get("seconds", 0)
+            overlap = min(reads_done, recovered) - max(reads, status["started"])
+            print(f"  reads through n2 overlapped its recovery for {overlap:.2f} s: {status}")
+            await checker.start(cluster.nbd_uri(2, VOLUME))  # n2 as the gateway now
+            await checker.wait_acked(400)
+            await checker.stop()
+            await asyncio.to_thread(cluster.wait_recovered)
+            return tallies + await verify_through(cluster, checker, [2, 0, 1])
 
-        tallies = asyncio.run(scenario())
+        tallies = drive(cluster, checker, fault)
         assert_replicated(cluster, 3)
         report("stale node restarted", cluster, tallies)
 
@@ -230,24 +226,20 @@ def test_recovery_throttle_does_not_hold_back_client_writes(tmp_path: Path) -> N
     with Cluster(tmp_path, nodes=3, copies=3) as cluster:
         checker = new_volume(cluster)
 
-        async def scenario() -> list[Tally]:
-            try:
-                await checker.start(cluster.nbd_uri(0, VOLUME))
-                await checker.wait_acked(400)
-                await asyncio.to_thread(cluster.kill, 2)
-                await asyncio.to_thread(cluster.wait_epoch, {0, 1})
-                await checker.wait_acked(1200)
-                await asyncio.to_thread(cluster.restart, 2, "--recovery-max-rate", "1M")
-                await asyncio.to_thread(cluster.wait_epoch, {0, 1, 2})
-                await checker.wait_acked(400, timeout=15)
-                await checker.stop()
-                status = await asyncio.to_thread(cluster.get, 2, "/v1/recovery")
-                print(f"  n2 recovery after 400 more writes: {status}")
-                return await verify_through(cluster, checker, [0])
-            finally:
-                await checker.aclose()
+        async def fault() -> list[Tally]:
+            await checker.wait_acked(400)
+            await asyncio.to_thread(cluster.kill, 2)
+            await asyncio.to_thread(cluster.wait_epoch, {0, 1})
+            await checker.wait_acked(1200)
+            await asyncio.to_thread(cluster.restart, 2, "--recovery-max-rate", "1M")
+            await asyncio.to_thread(cluster.wait_epoch, {0, 1, 2})
+            await checker.wait_acked(400, timeout=15)
+            await checker.stop()
+            status = await asyncio.to_thread(cluster.get, 2, "/v1/recovery")
+            print(f"  n2 recovery after 400 more writes: {status}")
+            return await verify_through(cluster, checker, [0])
 
-        tallies = asyncio.run(scenario())
+        tallies = drive(cluster, checker, fault)
         report("writes during throttled recovery", cluster, tallies)
 
 
@@ -262,27 +254,23 @@ def test_gateway_cut_off_from_etcd_stops_acknowledging(tmp_path: Path) -> None:
     with Cluster(tmp_path, nodes=3, copies=2, blackholed={0}) as cluster:
         checker = new_volume(cluster)
 
-        async def scenario() -> list[Tally]:
-            try:
-                await checker.start(cluster.nbd_uri(0, VOLUME))
-                await checker.wait_acked(400)
-                cluster.cut(0)
-                await asyncio.to_thread(cluster.wait_epoch, {1, 2}, 30, [1, 2])
-                acked = checker.acked
-                await asyncio.sleep(1)
-                view = await asyncio.to_thread(cluster.get, 0, "/v1/cluster")
-                assert not view["accepting_writes"], view
-                assert checker.acked == acked, "n0 acknowledged writes after its session lapsed"
-                checker.switch(cluster.nbd_uri(1, VOLUME))
-                await checker.wait_acked(400)
-                cluster.heal(0)
-                await asyncio.sleep(2 * cluster.session_ttl)
-                await checker.wait_acked(200)
-                return await verify_after_n0_returns(cluster, checker, "the partition healed")
-            finally:
-                await checker.aclose()
+        async def fault() -> list[Tally]:
+            await checker.wait_acked(400)
+            cluster.cut(0)
+            await asyncio.to_thread(cluster.wait_epoch, {1, 2}, 30, [1, 2])
+            acked = checker.acked
+            await asyncio.sleep(1)
+            view = await asyncio.to_thread(cluster.get, 0, "/v1/cluster")
+            assert not view["accepting_writes"], view
+            assert checker.acked == acked, "n0 acknowledged writes after its session lapsed"
+            checker.switch(cluster.nbd_uri(1, VOLUME))
+            await checker.wait_acked(400)
+            cluster.heal(0)
+            await asyncio.sleep(2 * cluster.session_ttl)
+            await checker.wait_acked(200)
+            return await verify_after_n0_returns(cluster, checker, "the partition healed")
 
-        report_with_n0("gateway cut off from etcd", cluster, asyncio.run(scenario()))
+        report_with_n0("gateway cut off from etcd", cluster, drive(cluster, checker, fault))
 
 
 def test_gateway_partitioned_from_everything_is_fenced(tmp_path: Path) -> None:
@@ -296,21 +284,19 @@ def test_gateway_partitioned_from_everything_is_fenced(tmp_path: Path) -> None:
     with Cluster(tmp_path, nodes=3, copies=2, netns=True) as cluster:
         checker = new_volume(cluster)
 
-        async def scenario() -> list[Tally]:
-            try:
-                await checker.start(cluster.nbd_uri(0, VOLUME))
-                await checker.wait_acked(400)
-                cluster.partition(0)
-                await asyncio.to_thread(cluster.wait_epoch, {1, 2}, 30, [1, 2])
-                view = await asyncio.to_thread(cluster.get, 0, "/v1/cluster")
-                assert not view["accepting_writes"], view
-                checker.switch(cluster.nbd_uri(1, VOLUME))
-                await checker.wait_acked(400)
-                cluster.unpartition(0)
-                await asyncio.sleep(2 * cluster.session_ttl)
-                await checker.wait_acked(200)
-                return await verify_after_n0_returns(cluster, checker, "the link came back")
-            finally:
-                await checker.aclose()
+        async def fault() -> list[Tally]:
+            await checker.wait_acked(400)
+            cluster.partition(0)
+            await asyncio.to_thread(cluster.wait_epoch, {1, 2}, 30, [1, 2])
+            view = await asyncio.to_thread(cluster.get, 0, "/v1/cluster")
+            assert not view["accepting_writes"], view
+            checker.switch(cluster.nbd_uri(1, VOLUME))
+            await checker.wait_acked(400)
+            cluster.unpartition(0)
+            await asyncio.sleep(2 * cluster.session_ttl)
+            await checker.wait_acked(200)
+            return await verify_after_n0_returns(cluster, checker, "the link came back")
 
-        report_with_n0("gateway partitioned from everything", cluster, asyncio.run(scenario()))
+        report_with_n0(
+            "gateway partitioned from everything", cluster, drive(cluster, checker, fault)
+        )
